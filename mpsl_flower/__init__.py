@@ -1,0 +1,1 @@
+"""mpsl-flower: parallel split learning (MPSL) of multimodal transformers on Flower."""

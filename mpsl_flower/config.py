@@ -1,0 +1,137 @@
+"""The run config: one typed, validated object built from `[tool.flwr.app.config]`.
+
+Key names mirror the options of the original MPSL scripts (`--batch_size` becomes
+`batch-size`), so users of that code find their settings. Every bad value stops the run
+before training with one message that names the key, the allowed values and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mpsl_flower.models.encoder import ENCODER_SIZES
+from tasks.registry import TASKS
+
+METHODS = ("mpsl",)
+SPLIT_TYPES = ("iid", "noniid")
+DEVICES = ("auto", "cpu", "cuda")
+DEFAULT_OUTPUT_DIR = "~/mpsl-flower-results"
+
+
+class ConfigError(ValueError):
+    """A run-config value that cannot be used; the message says which key and how to fix it."""
+
+
+def _key(name: str, **extra) -> dict:
+    return {"key": name, **extra}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Settings of one run; see README.md for what each key does."""
+
+    method: str = field(default="mpsl", metadata=_key("method", choices=METHODS))
+    dataset: str = field(default="shapes-qa", metadata=_key("dataset", choices=tuple(TASKS)))
+    split_type: str = field(default="noniid", metadata=_key("dataset-split-type", choices=SPLIT_TYPES))
+    dirichlet_alpha: float = field(default=0.5, metadata=_key("dirichlet-alpha", positive=True))
+    batch_size: int = field(default=500, metadata=_key("batch-size", minimum=1))
+    num_epochs: int = field(default=6, metadata=_key("nr-of-epochs", minimum=1))
+    finetune_blocks: int = field(default=2, metadata=_key("nr-of-last-encoder-blocks-to-finetune", minimum=0))
+    learning_rate: float = field(default=1e-3, metadata=_key("start-lr", positive=True))
+    lr_step_size: int = field(default=5, metadata=_key("lr-step-size", minimum=1))
+    lr_gamma: float = field(default=0.1, metadata=_key("lr-gamma", positive=True))
+    seed: int = field(default=2024, metadata=_key("random-seed", minimum=0))
+    pre_layer_norm: bool = field(default=True, metadata=_key("use-pre-layer-norm"))
+    post_layer_norm: bool = field(default=False, metadata=_key("use-post-layer-norm"))
+    encoder_size: str = field(default="tiny-default", metadata=_key("encoder-size", choices=tuple(ENCODER_SIZES)))
+    data_dir: str = field(default="", metadata=_key("torch-data-dir", path="existing"))
+    cache_dir: str = field(default="", metadata=_key("pre-processors-cache-dir", path="created"))
+    tokenizer_weights_dir: str = field(default="", metadata=_key("tokenizer-weights-cache-dir", path="created"))
+    model_weights_dir: str = field(default="", metadata=_key("model-weights-dir", path="existing"))
+    output_dir: str = field(default=DEFAULT_OUTPUT_DIR, metadata=_key("output-dir", path="created"))
+    save_name: str = field(default="mpsl_model", metadata=_key("save-file-name"))
+    device: str = field(default="auto", metadata=_key("device", choices=DEVICES))
+    step_timeout_s: float = field(default=120.0, metadata=_key("step-timeout-s", positive=True))
+    eval_batch_size: int = field(default=250, metadata=_key("eval-batch-size", minimum=1))
+
+    def to_flower(self) -> dict[str, bool | float | int | str]:
+        """The config as `[tool.flwr.app.config]` keys, e.g. for results files and overrides."""
+        return {f.metadata["key"]: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def client_batch_size(self, num_clients: int) -> int:
+        """Each client's mini-batch: the global batch split evenly, rounded up (500/100 = 5)."""
+        return math.ceil(self.batch_size / num_clients)
+
+    def check_num_clients(self, num_clients: int) -> None:
+        """Fail before training when the federation cannot be served with this config."""
+        if num_clients < 1:
+            raise ConfigError("no clients are connected: start at least one SuperNode")
+        if self.batch_size < num_clients:
+            raise ConfigError(
+                f"batch-size={self.batch_size} is below the number of clients ({num_clients}): "
+                f"every client needs at least one sample per step; set batch-size >= {num_clients}"
+            )
+
+    def resolved_path(self, name: str) -> Path | None:
+        """An absolute path setting, or None when it is empty."""
+        value = getattr(self, name)
+        return Path(value).expanduser() if value else None
+
+
+def _coerce(f: dataclasses.Field, value):
+    key, expected = f.metadata["key"], f.type
+    kinds = {"bool": bool, "int": int, "float": float, "str": str}
+    kind = kinds[expected]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{key}={value!r} must be of type {expected}")
+    return value
+
+
+def _check_value(f: dataclasses.Field, value) -> None:
+    key, meta = f.metadata["key"], f.metadata
+    if "choices" in meta and value not in meta["choices"]:
+        allowed = ", ".join(meta["choices"])
+        raise ConfigError(f"{key}={value!r} is not supported; allowed values: {allowed}")
+    if "minimum" in meta and value < meta["minimum"]:
+        raise ConfigError(f"{key}={value} must be at least {meta['minimum']}")
+    if meta.get("positive") and not value > 0:
+        raise ConfigError(f"{key}={value} must be greater than 0")
+    if meta.get("path") and value:
+        path = Path(value).expanduser()
+        if not path.is_absolute():
+            raise ConfigError(
+                f"{key}={value!r} must be an absolute path: Flower runs the app from a copy "
+                "under $FLWR_HOME/apps, so relative paths would land there"
+            )
+        if meta["path"] == "existing" and not path.is_dir():
+            raise ConfigError(f"{key}={value!r} does not exist: create it, or set {key} to an existing folder")
+
+
+def parse_run_config(run_config: Mapping[str, object]) -> RunConfig:
+    """Build and validate a `RunConfig` from Flower's run config (hyphenated keys)."""
+    fields = {f.metadata["key"]: f for f in dataclasses.fields(RunConfig)}
+    unknown = sorted(set(run_config) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown run-config keys {unknown}; known keys: {', '.join(fields)}")
+    values = {}
+    for key, f in fields.items():
+        if key in run_config:
+            values[f.name] = _coerce(f, run_config[key])
+    config = RunConfig(**values)
+    for f in dataclasses.fields(config):
+        _check_value(f, getattr(config, f.name))
+    depth = ENCODER_SIZES[config.encoder_size].depth
+    if config.finetune_blocks > depth:
+        raise ConfigError(
+            f"nr-of-last-encoder-blocks-to-finetune={config.finetune_blocks} exceeds the depth of "
+            f"encoder-size={config.encoder_size!r}; allowed values: 0..{depth}"
+        )
+    if config.lr_gamma > 1:
+        raise ConfigError(f"lr-gamma={config.lr_gamma} must be in (0, 1]")
+    return config

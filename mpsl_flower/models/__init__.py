@@ -1,0 +1,1 @@
+"""Client-side tokenizers and the server-side encoder, fusion, readout and head."""

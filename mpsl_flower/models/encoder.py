@@ -1,0 +1,58 @@
+"""The modality-agnostic encoder: a stack of timm ViT blocks, sizes declared as data.
+
+Like Meta-Transformer's encoder it has no CLS, position embedding or final norm of its own:
+those live in the client tokenizers (CLS, positions, pre-LN) and the server readout (post-LN).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+from timm.models.vision_transformer import Block
+from torch import nn
+
+
+@dataclass(frozen=True)
+class EncoderSize:
+    """Width, depth and heads of an encoder, and the patch size of its image tokenizer."""
+
+    dim: int
+    depth: int
+    heads: int
+    patch: int
+
+
+ENCODER_SIZES: dict[str, EncoderSize] = {
+    # Small enough that the embedded default task trains in minutes on a 2-core CPU.
+    "tiny-default": EncoderSize(dim=96, depth=4, heads=4, patch=8),
+    "vit-ti16": EncoderSize(dim=192, depth=12, heads=3, patch=16),
+    "vit-s16": EncoderSize(dim=384, depth=12, heads=6, patch=16),
+    # Meta-Transformer base: the paper's model.
+    "vit-b16": EncoderSize(dim=768, depth=12, heads=12, patch=16),
+}
+
+
+class Encoder(nn.Module):
+    """`depth` pre-norm transformer blocks; the first `depth - finetune_blocks` are frozen.
+
+    Frozen blocks still pass gradients back to their input: the cut-layer gradient that the
+    clients need flows through the whole stack.
+    """
+
+    def __init__(self, size: EncoderSize, finetune_blocks: int) -> None:
+        super().__init__()
+        if not 0 <= finetune_blocks <= size.depth:
+            raise ValueError(f"finetune_blocks must be in 0..{size.depth}, got {finetune_blocks}")
+        norm = partial(nn.LayerNorm, eps=1e-5)
+        self.blocks = nn.ModuleList(
+            Block(size.dim, size.heads, mlp_ratio=4.0, qkv_bias=True, norm_layer=norm) for _ in range(size.depth)
+        )
+        for block in self.blocks[: size.depth - finetune_blocks]:
+            block.requires_grad_(False)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            tokens = block(tokens)
+        return tokens

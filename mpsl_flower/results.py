@@ -1,0 +1,73 @@
+"""One folder per run: resolved config, run facts, per-epoch metrics (JSON lines), saved model.
+
+Metrics are appended and flushed after every epoch and the model is replaced atomically, so
+a run that dies keeps everything up to its last finished epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mpsl_flower.config import RunConfig
+
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.json"
+RUN_INFO_FILE = "run_info.json"
+
+
+class RunResults:
+    """Writes the results of one run under `<output-dir>/<save-file-name>-<timestamp>/`."""
+
+    def __init__(self, config: RunConfig, run_label: str = "") -> None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        suffix = f"-{run_label}" if run_label else ""
+        root = config.resolved_path("output_dir")
+        self.folder = _unique(root / f"{config.save_name}-{stamp}{suffix}")
+        self.folder.mkdir(parents=True)
+        self.model_path = self.folder / f"{config.save_name}.pt"
+        _write_json(self.folder / CONFIG_FILE, config.to_flower())
+
+    def write_run_info(self, info: dict) -> None:
+        """Facts about the run that the config does not say (clients, partition sizes, device...)."""
+        _write_json(self.folder / RUN_INFO_FILE, info)
+
+    def log_epoch(self, record: dict) -> None:
+        with open(self.folder / METRICS_FILE, "a", encoding="utf-8") as stream:
+            stream.write(json.dumps(record) + "\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+
+    def save_model(self, server_model: nn.Module, client_model: nn.Module, epoch: int) -> None:
+        """Server side and aggregated client side, in one file, replaced atomically."""
+        payload = {
+            "epoch": epoch,
+            "server": {k: v.detach().cpu() for k, v in server_model.state_dict().items()},
+            "client": {k: v.detach().cpu() for k, v in client_model.state_dict().items()},
+        }
+        partial = self.model_path.with_suffix(".pt.partial")
+        torch.save(payload, partial)
+        os.replace(partial, self.model_path)
+
+
+def read_metrics(folder: Path) -> list[dict]:
+    """The per-epoch records of a results folder, in order."""
+    with open(Path(folder) / METRICS_FILE, encoding="utf-8") as stream:
+        return [json.loads(line) for line in stream if line.strip()]
+
+
+def _unique(folder: Path) -> Path:
+    candidate, n = folder, 1
+    while candidate.exists():
+        n += 1
+        candidate = folder.with_name(f"{folder.name}-{n}")
+    return candidate
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -1,0 +1,49 @@
+"""Build the client and server halves from a run config, identically on every path.
+
+Seeds make the initialisation reproducible: every client starts from the same tokenizers
+(as they would from one pretrained checkpoint) and the server from one encoder.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mpsl_flower.config import RunConfig
+from mpsl_flower.models.encoder import ENCODER_SIZES
+from mpsl_flower.models.server_model import ServerModel
+from mpsl_flower.models.tokenizers import ClientModel
+from mpsl_flower.split.client_side import ClientSide
+from mpsl_flower.split.server_side import ServerSide
+from tasks.registry import TASKS
+
+
+def new_client_model(config: RunConfig) -> ClientModel:
+    """The initial client-side model (same weights for every client)."""
+    size = ENCODER_SIZES[config.encoder_size]
+    torch.manual_seed(config.seed)
+    return ClientModel(TASKS[config.dataset], size.dim, size.patch, config.pre_layer_norm, config.seed)
+
+
+def new_client_side(config: RunConfig) -> ClientSide:
+    return ClientSide(new_client_model(config), config.learning_rate)
+
+
+def new_server_model(config: RunConfig) -> ServerModel:
+    """The initial server-side model: encoder, readout, post-LN and head."""
+    torch.manual_seed(config.seed + 1)
+    return ServerModel(
+        TASKS[config.dataset], ENCODER_SIZES[config.encoder_size], config.finetune_blocks, config.post_layer_norm
+    )
+
+
+def resolve_device(config: RunConfig) -> torch.device:
+    """`auto` picks CUDA when present, else the CPU."""
+    if config.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device='cuda' was asked for, but torch sees no CUDA device; set device='auto' or 'cpu'")
+    return torch.device(config.device)
+
+
+def new_server_side(config: RunConfig, device: torch.device) -> ServerSide:
+    return ServerSide(new_server_model(config), config.learning_rate, config.lr_step_size, config.lr_gamma, device)

@@ -1,0 +1,89 @@
+"""What one client does in an MPSL step: tokenize, compute its loss gradient, apply the cut gradient."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from mpsl_flower.models.tokenizers import ClientModel
+
+OPTIMIZER_PREFIX = "optimizer."
+
+
+class ClientSide:
+    """A client's tokenizers and its own Adam optimizer.
+
+    The forward pass is recomputed when the cut-layer gradient arrives instead of keeping the
+    autograd graph: under Flower the client process need not survive between two messages,
+    and re-running light tokenizers costs less than any way of keeping the graph.
+    """
+
+    def __init__(self, model: ClientModel, lr: float) -> None:
+        self.model = model
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self.trainable, lr=lr)
+
+    @torch.no_grad()
+    def smashed(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The activations sent to the server (one tensor per stream)."""
+        return self.model(inputs)
+
+    def apply_cut_grad(self, inputs: dict[str, torch.Tensor], cut_grad: dict[str, torch.Tensor], lr: float) -> None:
+        """Back-propagate the server's gradient at the cut layer and take one optimizer step."""
+        self.optimizer.zero_grad(set_to_none=True)
+        streams = self.model(inputs)
+        torch.autograd.backward([streams[name] for name in cut_grad], [cut_grad[name] for name in cut_grad])
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Trainable weights and optimizer state as numpy arrays, to persist between messages."""
+        arrays = trainable_arrays(self.model)
+        for index, state in self.optimizer.state_dict()["state"].items():
+            for key, tensor in state.items():
+                arrays[f"{OPTIMIZER_PREFIX}{index}.{key}"] = tensor.detach().cpu().numpy()
+        return arrays
+
+    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Restore what `state_arrays` saved."""
+        load_trainable(self.model, {k: v for k, v in arrays.items() if not k.startswith(OPTIMIZER_PREFIX)})
+        optimizer_state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in arrays.items():
+            if key.startswith(OPTIMIZER_PREFIX):
+                index, name = key[len(OPTIMIZER_PREFIX) :].split(".", 1)
+                optimizer_state.setdefault(int(index), {})[name] = torch.from_numpy(np.array(value))
+        state_dict = self.optimizer.state_dict()
+        state_dict["state"] = optimizer_state
+        self.optimizer.load_state_dict(state_dict)
+
+
+
+def trainable_arrays(model: nn.Module) -> dict[str, np.ndarray]:
+    """The trainable weights of `model`; frozen parts (e.g. the text encoder) never travel."""
+    return {name: p.detach().cpu().numpy() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable(model: nn.Module, arrays: dict[str, np.ndarray]) -> None:
+    """Load exactly the trainable weights of `model`; any missing or extra name is an error."""
+    expected = {name for name, p in model.named_parameters() if p.requires_grad}
+    if set(arrays) != expected:
+        missing, unexpected = sorted(expected - set(arrays)), sorted(set(arrays) - expected)
+        raise ValueError(f"trainable weights do not match the model: missing {missing}, unexpected {unexpected}")
+    tensors = {name: torch.from_numpy(np.array(value)) for name, value in arrays.items()}
+    model.load_state_dict(tensors, strict=False)
+
+
+def loss_gradient(logits: torch.Tensor, labels: torch.Tensor, total_batch: int) -> tuple[torch.Tensor, float, int]:
+    """dL/dlogits of this client's share of the batch-mean cross-entropy.
+
+    The client's loss is weighted by m_i / sum(m), i.e. its summed loss divided by the global
+    batch, so that the server's total equals the mean over the whole batch.
+    Returns (gradient, summed loss, correct predictions).
+    """
+    logits = logits.detach().float().requires_grad_(True)
+    loss_sum = nn.functional.cross_entropy(logits, labels, reduction="sum")
+    (loss_sum / total_batch).backward()
+    correct = int((logits.argmax(dim=1) == labels).sum())
+    return logits.grad, float(loss_sum.detach()), correct

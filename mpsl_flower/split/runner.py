@@ -1,0 +1,86 @@
+"""Drive the MPSL core over N simulated clients in one process: no Flower, no Ray.
+
+Unit tests use it as the reference the Flower path must match; benchmarks use it as the
+cost of the method itself, without orchestration.
+"""
+
+from __future__ import annotations
+
+import time
+
+from mpsl_flower.config import RunConfig
+from mpsl_flower.split.build import new_client_side, new_server_side, resolve_device
+from mpsl_flower.split.client_side import loss_gradient, trainable_arrays
+from mpsl_flower.split.epoch import EpochTally, close_epoch
+from mpsl_flower.split.schedule import batch_rows, num_batches, step_lr, steps_per_epoch
+from tasks.data import SplitData, TaskData
+from tasks.partitioning import partition_rows
+from tasks.registry import TASKS
+
+
+class InProcessRunner:
+    """MPSL with every client and the server as plain objects in this process."""
+
+    def __init__(self, config: RunConfig, data: TaskData, num_clients: int, device=None) -> None:
+        config.check_num_clients(num_clients)
+        self.config = config
+        self.test = data.test
+        rows = partition_rows(
+            data.train, TASKS[config.dataset].class_names, config.split_type, num_clients, config.dirichlet_alpha, config.seed
+        )
+        self.partitions: list[SplitData] = [data.train.select(r) for r in rows]
+        self.clients = [new_client_side(config) for _ in range(num_clients)]
+        self.server = new_server_side(config, device or resolve_device(config))
+        self.client_batch_size = config.client_batch_size(num_clients)
+        self.aggregated_client_model = None
+
+    def batch(self, client: int, epoch: int, step: int) -> SplitData:
+        partition = self.partitions[client]
+        return partition.select(batch_rows(len(partition), self.client_batch_size, self.config.seed, client, epoch, step))
+
+    def run_step(self, epoch: int, step: int, tally: EpochTally) -> None:
+        """One MPSL step over every client that still has data this epoch."""
+        m = self.client_batch_size
+        active = [i for i, p in enumerate(self.partitions) if step < num_batches(len(p), m)]
+        batches = [self.batch(i, epoch, step) for i in active]
+        lr = step_lr(self.config.learning_rate, self.config.lr_step_size, self.config.lr_gamma, epoch)
+
+        started = time.perf_counter()
+        smashed = [self.clients[i].smashed(b.inputs) for i, b in zip(active, batches)]
+        tally.client_compute_s += time.perf_counter() - started
+
+        started = time.perf_counter()
+        logits = self.server.forward(smashed)
+        tally.server_compute_s += time.perf_counter() - started
+
+        started = time.perf_counter()
+        total = sum(len(b) for b in batches)
+        logit_grads = []
+        for part, b in zip(logits, batches):
+            grad, loss_sum, correct = loss_gradient(part, b.labels, total)
+            tally.add_client_loss(loss_sum, correct, len(b))
+            logit_grads.append(grad)
+        tally.client_compute_s += time.perf_counter() - started
+
+        started = time.perf_counter()
+        cut_grads = self.server.backward(logit_grads)
+        tally.server_compute_s += time.perf_counter() - started
+
+        started = time.perf_counter()
+        for i, b, cut_grad in zip(active, batches, cut_grads):
+            self.clients[i].apply_cut_grad(b.inputs, cut_grad, lr)
+        tally.client_compute_s += time.perf_counter() - started
+
+        tally.steps += 1
+        tally.bytes_up += sum(t.nbytes for s in smashed for t in s.values()) + sum(g.nbytes for g in logit_grads)
+        tally.bytes_down += sum(t.nbytes for t in logits) + sum(t.nbytes for g in cut_grads for t in g.values())
+
+    def run_epoch(self, epoch: int) -> dict:
+        """All steps of one epoch, then aggregation (for evaluation) and the LR step."""
+        tally = EpochTally()
+        for step in range(steps_per_epoch([len(p) for p in self.partitions], self.client_batch_size)):
+            self.run_step(epoch, step, tally)
+        states = [trainable_arrays(client.model) for client in self.clients]
+        weights = [len(p) for p in self.partitions]
+        record, self.aggregated_client_model = close_epoch(self.config, epoch, self.server, states, weights, self.test, tally)
+        return record

@@ -1,0 +1,1 @@
+"""Training methods as Flower strategies: one module per method."""

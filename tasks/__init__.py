@@ -1,0 +1,1 @@
+"""Task definitions, datasets, partitioning and metrics: everything that differs between tasks."""

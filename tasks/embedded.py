@@ -1,0 +1,158 @@
+"""Embedded default tasks, generated locally and deterministically from a seed (no download).
+
+`shapes-qa` (image + question, early fusion): each image holds two coloured shapes in a 2x2
+grid; a question asks either the colour of a named shape or the shape of a named colour.
+The same image answers different questions differently, so neither modality alone suffices:
+a text-only model is capped near the share of the most common answer per question type.
+
+`shapes-av` (frame + audio, late fusion): a frame shows one shape, the audio is a noisy tone
+of one of three pitches; the class is the (shape, pitch) pair. It exercises the audio
+tokenizer (Kaldi fbank -> patch conv) and late fusion offline.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+import torchaudio
+from tasks.data import SplitData, TaskData
+from tasks.spec import EARLY_FUSION, FUSED_STREAM, LATE_FUSION, AudioInput, ImageInput, TaskSpec, TextInput
+
+COLORS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 80, 230), "yellow": (230, 210, 40)}
+SHAPES = ("square", "circle", "triangle")
+IMAGE_SIZE = 32
+CELL = IMAGE_SIZE // 2
+TRAIN_SIZE, TEST_SIZE = 6000, 1500
+
+QA_ANSWERS = tuple(COLORS) + SHAPES
+QA_VOCABULARY = ("<pad>", "what", "color", "shape", "is", "the", "object") + tuple(COLORS) + SHAPES
+QA_MAX_WORDS = 6
+
+TONE_HZ = (330.0, 990.0, 2970.0)
+SAMPLE_RATE = 16_000
+CLIP_S = 0.3
+# AudioSet fbank statistics used by AST to normalise its input.
+FBANK_MEAN, FBANK_STD = -4.2677393, 4.5689974
+AV_FBANK_FRAMES = 1 + (int(SAMPLE_RATE * CLIP_S) - 400) // 160  # 25 ms window, 10 ms shift
+
+SHAPES_QA = TaskSpec(
+    name="shapes-qa",
+    description="embedded image+question answering over coloured shapes (early fusion)",
+    num_classes=len(QA_ANSWERS),
+    class_names=QA_ANSWERS,
+    fusion=EARLY_FUSION,
+    readout=((FUSED_STREAM, 0), (FUSED_STREAM, -1)),
+    image=ImageInput(size=IMAGE_SIZE),
+    text=TextInput(vocabulary=QA_VOCABULARY, max_words=QA_MAX_WORDS),
+)
+
+SHAPES_AV = TaskSpec(
+    name="shapes-av",
+    description="embedded frame+audio classification of (shape, tone pitch) pairs (late fusion)",
+    num_classes=len(SHAPES) * len(TONE_HZ),
+    class_names=tuple(f"{shape}@{int(hz)}Hz" for shape in SHAPES for hz in TONE_HZ),
+    fusion=LATE_FUSION,
+    readout=(("image", 0), ("audio", 0)),
+    image=ImageInput(size=IMAGE_SIZE),
+    audio=AudioInput(num_frames=AV_FBANK_FRAMES),
+)
+
+
+@functools.lru_cache(maxsize=None)
+def _shape_mask(shape: str, size: int) -> np.ndarray:
+    """Boolean mask of a filled shape in a size x size box."""
+    ys, xs = np.mgrid[0:size, 0:size] + 0.5
+    if shape == "square":
+        return np.ones((size, size), dtype=bool)
+    if shape == "circle":
+        centre = size / 2
+        return (ys - centre) ** 2 + (xs - centre) ** 2 <= centre**2
+    # Triangle pointing up: the row's half-width grows linearly from apex to base.
+    return np.abs(xs - size / 2) <= ys / 2
+
+
+def _draw(image: np.ndarray, shape: str, color: str, cell: int, rng: np.random.Generator) -> None:
+    """Paint one shape, with random size and offset, into one of the four grid cells."""
+    size = int(rng.integers(9, 14))
+    top = (cell // 2) * CELL + int(rng.integers(0, CELL - size + 1))
+    left = (cell % 2) * CELL + int(rng.integers(0, CELL - size + 1))
+    mask = _shape_mask(shape, size)
+    region = image[:, top : top + size, left : left + size]
+    region[:, mask] = np.array(COLORS[color], dtype=np.uint8)[:, None]
+
+
+def _blank_image(rng: np.random.Generator) -> np.ndarray:
+    noise = rng.normal(20.0, 8.0, size=(3, IMAGE_SIZE, IMAGE_SIZE))
+    return np.clip(noise, 0, 255).astype(np.uint8)
+
+
+def _word_ids(words: list[str]) -> np.ndarray:
+    ids = [QA_VOCABULARY.index(word) for word in words]
+    return np.array(ids + [0] * (QA_MAX_WORDS - len(ids)), dtype=np.int64)
+
+
+def _qa_sample(rng: np.random.Generator) -> dict:
+    shapes = rng.choice(len(SHAPES), size=2, replace=False)
+    colors = rng.choice(len(COLORS), size=2, replace=False)
+    cells = rng.choice(4, size=2, replace=False)
+    color_names = list(COLORS)
+    image = _blank_image(rng)
+    for shape_idx, color_idx, cell in zip(shapes, colors, cells):
+        _draw(image, SHAPES[shape_idx], color_names[color_idx], int(cell), rng)
+    target = int(rng.integers(0, 2))
+    shape, color = SHAPES[shapes[target]], color_names[colors[target]]
+    if rng.random() < 0.5:
+        words, answer = ["what", "color", "is", "the", shape], color
+    else:
+        words, answer = ["what", "shape", "is", "the", color, "object"], shape
+    return {"image": image, "text_ids": _word_ids(words), "label": QA_ANSWERS.index(answer)}
+
+
+def tone_fbank(frequency_hz: float, rng: np.random.Generator) -> np.ndarray:
+    """Normalised Kaldi fbank (128 mel bins, 10 ms shift) of a noisy tone, as AST expects."""
+    t = np.arange(int(SAMPLE_RATE * CLIP_S)) / SAMPLE_RATE
+    phase = rng.uniform(0, 2 * np.pi)
+    wave = 0.5 * np.sin(2 * np.pi * frequency_hz * t + phase) + rng.normal(0, 0.1, t.shape)
+    waveform = torch.tensor(wave, dtype=torch.float32).unsqueeze(0)
+    fbank = torchaudio.compliance.kaldi.fbank(
+        waveform,
+        sample_frequency=SAMPLE_RATE,
+        num_mel_bins=128,
+        frame_shift=10,
+        htk_compat=True,
+        window_type="hanning",
+        dither=0.0,
+    )
+    return ((fbank - FBANK_MEAN) / (2 * FBANK_STD)).numpy()
+
+
+def _av_sample(rng: np.random.Generator) -> dict:
+    shape_idx = int(rng.integers(0, len(SHAPES)))
+    tone_idx = int(rng.integers(0, len(TONE_HZ)))
+    image = _blank_image(rng)
+    color = list(COLORS)[int(rng.integers(0, len(COLORS)))]
+    _draw(image, SHAPES[shape_idx], color, int(rng.integers(0, 4)), rng)
+    return {"image": image, "fbank": tone_fbank(TONE_HZ[tone_idx], rng), "label": shape_idx * len(TONE_HZ) + tone_idx}
+
+
+_GENERATORS = {SHAPES_QA.name: (SHAPES_QA, _qa_sample), SHAPES_AV.name: (SHAPES_AV, _av_sample)}
+
+
+def _split(make_sample, size: int, rng: np.random.Generator) -> SplitData:
+    samples = [make_sample(rng) for _ in range(size)]
+    inputs = {
+        key: torch.from_numpy(np.stack([np.asarray(sample[key]) for sample in samples]))
+        for key in samples[0]
+        if key != "label"
+    }
+    return SplitData(inputs, torch.tensor([sample["label"] for sample in samples], dtype=torch.long))
+
+
+@functools.lru_cache(maxsize=4)
+def generate(name: str, seed: int) -> TaskData:
+    """Build the train/test splits of an embedded task; the same seed gives the same data."""
+    _, make_sample = _GENERATORS[name]
+    rng = np.random.default_rng(seed)
+    return TaskData(train=_split(make_sample, TRAIN_SIZE, rng), test=_split(make_sample, TEST_SIZE, rng))

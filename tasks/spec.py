@@ -1,0 +1,76 @@
+"""A task declared as data: one model and one training step serve every task.
+
+Tasks differ only in what the client tokenizes, how the server fuses and reads out the
+encoder outputs, and the head. `TaskSpec` holds exactly that, so adding a task never adds
+a model class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EARLY_FUSION = "early"
+LATE_FUSION = "late"
+FUSED_STREAM = "fused"
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """An RGB image (or video frame) fed to the client's patch-embedding tokenizer."""
+
+    size: int  # square side in pixels
+
+
+@dataclass(frozen=True)
+class AudioInput:
+    """A Kaldi fbank (frames x mel bins) fed to the client's audio patch tokenizer."""
+
+    num_frames: int
+    num_mel_bins: int = 128
+
+
+@dataclass(frozen=True)
+class TextInput:
+    """Word ids fed to the client's frozen text encoder, which yields one token per text."""
+
+    vocabulary: tuple[str, ...]
+    max_words: int
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything the model and the step need to know about a task.
+
+    `readout` lists (stream, position) pairs whose encoder outputs are averaged before
+    the head: e.g. the image CLS and the text token for early fusion, both CLS tokens
+    for late fusion.
+    """
+
+    name: str
+    description: str
+    num_classes: int
+    class_names: tuple[str, ...]
+    fusion: str
+    readout: tuple[tuple[str, int], ...]
+    image: ImageInput | None = None
+    audio: AudioInput | None = None
+    text: TextInput | None = None
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        """Token sequences sent from client to server, in a fixed order."""
+        if self.fusion == EARLY_FUSION:
+            return (FUSED_STREAM,)
+        return tuple(name for name in ("image", "audio") if getattr(self, name) is not None)
+
+    @property
+    def input_columns(self) -> tuple[str, ...]:
+        """Dataset columns the client tokenizers read, besides the label."""
+        columns = []
+        if self.image is not None:
+            columns.append("image")
+        if self.audio is not None:
+            columns.append("fbank")
+        if self.text is not None:
+            columns.append("text_ids")
+        return tuple(columns)
