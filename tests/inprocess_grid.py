@@ -3,7 +3,8 @@
 Unit tests drive the real ServerApp/strategy code and the real ClientApp through it, without
 a SuperLink or Ray. Every message crosses a protobuf round trip, as it would on the wire, so
 nothing can leak between server and client by reference. Every reply a client sends is kept
-in `replies_sent` for inspection.
+in `replies_sent` for inspection. Nodes in `silent_partitions` answer queries but their
+replies to `train.*` messages are lost, like a client that stops answering mid-run.
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ class InProcessGrid(Grid):
             delivered = _over_the_wire(message)
             reply = self._handle(delivered)
             self.replies_sent.append(reply)
-            if message.metadata.dst_node_id not in self.silent_nodes:
+            lost = message.metadata.dst_node_id in self.silent_nodes and message.metadata.message_type.startswith("train")
+            if not lost:
                 self._ready[message.metadata.message_id] = _over_the_wire(reply)
         return ids
 

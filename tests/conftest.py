@@ -1,0 +1,26 @@
+"""Shared fixtures: a fast run config on the embedded task."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mpsl_flower.config import RunConfig, parse_run_config
+
+# Four clients with 100 samples each per step: ~16 steps per epoch, seconds on a CPU.
+FAST_RUN_CONFIG = {"batch-size": 400, "nr-of-epochs": 1, "device": "cpu"}
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_threads():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture
+def fast_config(tmp_path) -> RunConfig:
+    return parse_run_config({**FAST_RUN_CONFIG, "output-dir": str(tmp_path / "results")})
+
+
+@pytest.fixture
+def fast_run_config(tmp_path) -> dict:
+    return {**FAST_RUN_CONFIG, "output-dir": str(tmp_path / "results")}

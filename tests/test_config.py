@@ -1,0 +1,62 @@
+"""The run config: defaults in one place, and one clear message for every bad value."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from mpsl_flower.config import ConfigError, RunConfig, parse_run_config
+
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+
+
+def test_pyproject_run_config_equals_the_run_config_defaults():
+    app_config = tomllib.loads(PYPROJECT.read_text())["tool"]["flwr"]["app"]["config"]
+    assert app_config == RunConfig().to_flower()
+
+
+def test_defaults_parse_to_the_default_config():
+    assert parse_run_config({}) == RunConfig()
+
+
+@pytest.mark.parametrize(
+    ("override", "must_mention"),
+    [
+        ({"dataset": "imagenet"}, ["dataset", "shapes-qa"]),
+        ({"method": "fedsgd"}, ["method", "mpsl"]),
+        ({"dataset-split-type": "skewed"}, ["dataset-split-type", "iid", "noniid"]),
+        ({"encoder-size": "vit-z"}, ["encoder-size", "vit-b16"]),
+        ({"nr-of-last-encoder-blocks-to-finetune": 5}, ["nr-of-last-encoder-blocks-to-finetune", "0..4"]),
+        ({"batch-size": 0}, ["batch-size", "at least 1"]),
+        ({"start-lr": -1.0}, ["start-lr", "greater than 0"]),
+        ({"start-lr": "fast"}, ["start-lr", "float"]),
+        ({"torch-data-dir": "/no/such/folder"}, ["torch-data-dir", "does not exist"]),
+        ({"output-dir": "relative/results"}, ["output-dir", "absolute"]),
+        ({"lr-gamma": 2.0}, ["lr-gamma", "(0, 1]"]),
+        ({"batch-sise": 10}, ["batch-sise", "known keys"]),
+    ],
+)
+def test_bad_values_are_refused_with_the_key_and_the_fix(override, must_mention):
+    with pytest.raises(ConfigError) as error:
+        parse_run_config(override)
+    for text in must_mention:
+        assert text in str(error.value)
+
+
+def test_batch_size_below_the_number_of_clients_is_refused():
+    config = parse_run_config({"batch-size": 50})
+    config.check_num_clients(50)
+    with pytest.raises(ConfigError, match=r"batch-size=50 is below the number of clients \(100\)"):
+        config.check_num_clients(100)
+
+
+def test_integer_is_accepted_where_a_float_is_expected():
+    assert parse_run_config({"start-lr": 1}).learning_rate == 1.0
+
+
+def test_client_batch_is_the_global_batch_split_and_rounded_up():
+    config = parse_run_config({"batch-size": 500})
+    assert config.client_batch_size(100) == 5
+    assert config.client_batch_size(3) == 167

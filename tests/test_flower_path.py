@@ -1,0 +1,169 @@
+"""The Flower path (real ClientApp and MPSL strategy over an in-process Grid) is the method."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import ArrayRecord, Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+
+from inprocess_grid import InProcessGrid
+from mpsl_flower import client_app as client_module
+from mpsl_flower import server_app, wire
+from mpsl_flower.client_data import client_partition
+from mpsl_flower.config import ConfigError, parse_run_config
+from mpsl_flower.results import read_metrics
+from mpsl_flower.split.build import new_server_side
+from mpsl_flower.split.client_side import trainable_arrays
+from mpsl_flower.split.runner import InProcessRunner
+from mpsl_flower.split.schedule import num_batches
+from strategies.mpsl import MpslStrategy
+from tasks.registry import load_task_data
+
+CPU = torch.device("cpu")
+NUM_CLIENTS = 4
+
+
+def _strategy(config) -> MpslStrategy:
+    return MpslStrategy(config, new_server_side(config, CPU), load_task_data(config.dataset, config.seed).test)
+
+
+class ForgetfulGrid(InProcessGrid):
+    """Empties the ClientApp's per-process cache before every message, as a fresh process would."""
+
+    def _handle(self, message):
+        client_module._live_clients.clear()
+        return super()._handle(message)
+
+
+@pytest.mark.parametrize("grid_class", [InProcessGrid, ForgetfulGrid])
+def test_flower_path_gives_the_same_weights_as_the_in_process_runner(fast_run_config, grid_class):
+    config = parse_run_config(fast_run_config)
+    grid = grid_class(client_module.app, NUM_CLIENTS, fast_run_config)
+    strategy = _strategy(config)
+    flower_record = strategy.start(grid)[0]
+
+    runner = InProcessRunner(config, load_task_data(config.dataset, config.seed), NUM_CLIENTS, device=CPU)
+    runner_record = runner.run_epoch(0)
+
+    for (name, p), q in zip(strategy.server.model.state_dict().items(), runner.server.model.state_dict().values()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
+    for node, client in zip(grid.node_ids, runner.clients):
+        stored = wire.record_to_arrays(grid.contexts[node].state[client_module.STATE_CLIENT])
+        for name, value in trainable_arrays(client.model).items():
+            np.testing.assert_allclose(stored[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+    for key in ("train_loss", "train_accuracy", "test_accuracy", "steps"):
+        assert flower_record[key] == pytest.approx(runner_record[key], rel=1e-5)
+
+
+def _all_values(content: RecordDict):
+    for record in content.values():
+        if isinstance(record, ArrayRecord):
+            for name, array in record.items():
+                yield name, array.numpy()
+        else:
+            for name, value in record.items():
+                yield name, value
+
+
+def test_labels_never_leave_a_client(fast_run_config):
+    config = parse_run_config(fast_run_config)
+    grid = InProcessGrid(client_module.app, NUM_CLIENTS, fast_run_config)
+    _strategy(config).start(grid)
+    label_sets = {pid: client_partition(config, pid, NUM_CLIENTS).labels.numpy() for pid in range(NUM_CLIENTS)}
+    assert grid.replies_sent, "no client replied"
+    for reply in grid.replies_sent:
+        labels = label_sets[grid.node_ids.index(reply.metadata.src_node_id)]
+        for name, value in _all_values(reply.content):
+            assert "label" not in name.lower()
+            if isinstance(value, np.ndarray):
+                assert value.dtype == np.float32, f"{name} has dtype {value.dtype}"
+                flat = value.reshape(len(value), -1) if value.ndim else value.reshape(1, 1)
+                one_hot_rows = np.isin(flat, (0.0, 1.0)).all(axis=1) & (flat.sum(axis=1) == 1)
+                assert not one_hot_rows.any(), f"{name} holds one-hot rows"
+                is_integral = np.array_equal(value, np.round(value)) and value.ndim == 1
+                assert not (is_integral and len(value) > 1 and np.isin(value, labels).all()), name
+        metrics = reply.content.get(wire.CLIENT_METRICS)
+        if metrics is not None:
+            assert set(metrics) <= {"loss-sum", "correct", "num-examples", "compute-s"}
+
+
+def _faulty_client_app() -> ClientApp:
+    """The real ClientApp, except that some partitions misbehave in one way each."""
+    app = ClientApp()
+    real = client_module.app
+
+    def faulty(message: Message, context: Context) -> Message:
+        pid, step = context.node_config["partition-id"], dict(message.content.get(wire.STEP, {}))
+        reply = real(message, context)
+        msg_type = message.metadata.message_type
+        if pid == 1 and msg_type == wire.FORWARD and step.get("step") == 2:
+            raise RuntimeError("simulated client crash")
+        if pid == 2 and msg_type == wire.FORWARD:
+            smashed = wire.record_to_arrays(reply.content[wire.SMASHED])
+            reply.content[wire.SMASHED] = wire.tensors_to_record({k: v[:, :-1] for k, v in smashed.items()})
+        if pid == 3 and msg_type == wire.LOSS_GRAD and step.get("step") == 1:
+            grad = wire.record_to_arrays(reply.content[wire.LOGIT_GRAD])["logit_grad"]
+            reply.content[wire.LOGIT_GRAD] = wire.tensors_to_record({"logit_grad": np.full_like(grad, np.nan)})
+        return reply
+
+    for handler in (app.train("forward"), app.train("loss_grad"), app.train("end_epoch")):
+        handler(faulty)
+    app.query("partition_info")(real)
+    return app
+
+
+def test_failing_clients_are_dropped_from_the_step_and_the_run_finishes(fast_run_config, caplog):
+    run_config = {**fast_run_config, "step-timeout-s": 1.0}
+    config = parse_run_config({**run_config, "batch-size": 600})
+    grid = InProcessGrid(_faulty_client_app(), 6, {**run_config, "batch-size": 600}, silent_partitions=[4])
+    strategy = _strategy(config)
+    with caplog.at_level("WARNING", logger="flwr"):
+        record = strategy.start(grid)[0]
+    steps = [num_batches(len(client_partition(config, pid, 6)), 100) for pid in range(6)]
+    assert min(steps[1], steps[3]) > 2
+    # partition 1 once, 2 at every step, 3 once, 4 (silent) at every step
+    assert record["dropped_client_steps"] == 1 + steps[2] + 1 + steps[4]
+    assert record["clients_aggregated"] == 5  # the silent client cannot return its weights
+    assert np.isfinite(record["test_loss"])
+    log = caplog.text
+    assert "simulated client crash" in log
+    assert "has shape" in log and "NaN or Inf" in log and "no reply within 1 s" in log
+
+
+def test_invalid_config_stops_the_run_before_any_training_message(fast_run_config):
+    grid = InProcessGrid(client_module.app, NUM_CLIENTS, {**fast_run_config, "dataset": "mnist"})
+    context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=grid.contexts[1000].run_config)
+    with pytest.raises(ConfigError, match="dataset='mnist'"):
+        server_app.run(grid, context)
+    assert grid.replies_sent == []
+
+
+def test_batch_smaller_than_the_federation_stops_before_training(fast_run_config):
+    run_config = {**fast_run_config, "batch-size": 3}
+    grid = InProcessGrid(client_module.app, NUM_CLIENTS, run_config)
+    context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config)
+    with pytest.raises(ConfigError, match="batch-size=3 is below the number of clients"):
+        server_app.run(grid, context)
+    assert all(not r.metadata.message_type.startswith("train") for r in grid.replies_sent)
+
+
+def test_a_run_leaves_config_metrics_and_model_in_its_results_folder(fast_run_config, tmp_path):
+    run_config = {**fast_run_config, "nr-of-epochs": 2}
+    grid = InProcessGrid(client_module.app, NUM_CLIENTS, run_config)
+    context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config)
+    server_app.run(grid, context)
+    (folder,) = (tmp_path / "results").iterdir()
+    assert json.loads((folder / "config.json").read_text())["nr-of-epochs"] == 2
+    info = json.loads((folder / "run_info.json").read_text())
+    assert info["num_clients"] == NUM_CLIENTS and info["client_trainable_parameters"] > 0
+    records = read_metrics(folder)
+    assert [r["epoch"] for r in records] == [1, 2]
+    for key in ("train_loss", "train_accuracy", "test_accuracy", "bytes_up", "bytes_down", "train_wall_s"):
+        assert all(key in r for r in records)
+    assert records[0]["bytes_up"] > 0 and records[0]["bytes_down"] > 0
+    saved = torch.load(folder / "mpsl_model.pt")
+    assert saved["epoch"] == 2 and "head.weight" in saved["server"] and saved["client"]
