@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -19,15 +20,17 @@ from tasks.registry import load_task_data
 CPU = torch.device("cpu")
 
 
-def _client_batches(sizes):
-    train = load_task_data("shapes-qa", 2024).train
+def _client_batches(sizes, dataset="shapes-qa"):
+    train = load_task_data(dataset, 2024).train
     starts = np.cumsum([0, *sizes])
     return [train.select(range(a, b)) for a, b in zip(starts[:-1], starts[1:])]
 
 
-def test_one_step_equals_a_joint_step_on_the_concatenated_batch(fast_config):
+@pytest.mark.parametrize("dataset", ["shapes-qa", "shapes-av"])  # early and late fusion
+def test_one_step_equals_a_joint_step_on_the_concatenated_batch(fast_config, dataset):
     """Server gradient = gradient of the batch-mean loss; cut gradient = joint autograd."""
-    batches = _client_batches([3, 5, 2])
+    fast_config = dataclasses.replace(fast_config, dataset=dataset)
+    batches = _client_batches([3, 5, 2], dataset)
     clients = [new_client_side(fast_config) for _ in batches]
     server = new_server_side(fast_config, CPU)
     joint_client = copy.deepcopy(clients[0].model)
