@@ -96,6 +96,21 @@ def _finish_pending_step(msg: Message, context: Context, config: RunConfig, clie
     return _save_client(context, client, progress)
 
 
+def _resume(msg: Message, context: Context) -> tuple[RunConfig, SplitData, ClientSide, dict]:
+    """Config, partition and client of this node, with its pending step finished."""
+    config = parse_run_config(context.run_config)
+    data = _partition(context, config)
+    client = _load_client(context, config)
+    return config, data, client, _finish_pending_step(msg, context, config, client, data)
+
+
+def _reply(msg: Message, arrays_key: str, arrays: dict, started: float, metrics: dict | None = None) -> Message:
+    """A reply holding one ArrayRecord and the client's metrics, timed from `started`."""
+    metrics = {**(metrics or {}), "compute-s": time.perf_counter() - started}
+    content = RecordDict({arrays_key: wire.tensors_to_record(arrays), wire.CLIENT_METRICS: wire.metrics_record(**metrics)})
+    return Message(content, reply_to=msg)
+
+
 @app.query("partition_info")
 def partition_info(msg: Message, context: Context) -> Message:
     config = parse_run_config(context.run_config)
@@ -119,20 +134,11 @@ def ping(msg: Message, context: Context) -> Message:
 def forward(msg: Message, context: Context) -> Message:
     """Apply the previous step's cut-layer gradient (if any), then send this step's activations."""
     started = time.perf_counter()
-    config = parse_run_config(context.run_config)
-    data = _partition(context, config)
-    client = _load_client(context, config)
-    progress = _finish_pending_step(msg, context, config, client, data)
+    config, data, client, progress = _resume(msg, context)
     step = {key: msg.content[wire.STEP][key] for key in PENDING_KEYS}
     smashed = client.smashed(_batch(data, config, context, step).inputs)
     context.state[STATE_PROGRESS] = ConfigRecord({**progress, **step})
-    content = RecordDict(
-        {
-            wire.SMASHED: wire.tensors_to_record(smashed),
-            wire.CLIENT_METRICS: wire.metrics_record(**{"compute-s": time.perf_counter() - started}),
-        }
-    )
-    return Message(content, reply_to=msg)
+    return _reply(msg, wire.SMASHED, smashed, started)
 
 
 @app.train("loss_grad")
@@ -150,36 +156,15 @@ def loss_grad(msg: Message, context: Context) -> Message:
     if logits.shape[0] != len(labels):
         raise ValueError(f"got logits for {logits.shape[0]} samples, the pending batch has {len(labels)}")
     grad, loss_sum, correct = loss_gradient(logits, labels, int(step["total-batch"]))
-    metrics = {
-        "loss-sum": loss_sum,
-        "correct": correct,
-        "num-examples": len(labels),
-        "compute-s": time.perf_counter() - started,
-    }
-    content = RecordDict(
-        {
-            wire.LOGIT_GRAD: wire.tensors_to_record({"logit_grad": grad}),
-            wire.CLIENT_METRICS: wire.metrics_record(**metrics),
-        }
-    )
-    return Message(content, reply_to=msg)
+    metrics = {"loss-sum": loss_sum, "correct": correct, "num-examples": len(labels)}
+    return _reply(msg, wire.LOGIT_GRAD, {"logit_grad": grad}, started, metrics)
 
 
 @app.train("end_epoch")
 def end_epoch(msg: Message, context: Context) -> Message:
     """Finish the last step, then share trainable weights for evaluation (the client keeps its own)."""
     started = time.perf_counter()
-    config = parse_run_config(context.run_config)
-    data = _partition(context, config)
-    client = _load_client(context, config)
-    progress = _finish_pending_step(msg, context, config, client, data)
+    _, data, client, progress = _resume(msg, context)
     context.state[STATE_PROGRESS] = ConfigRecord(progress)
-    metrics = {"num-examples": len(data), "compute-s": time.perf_counter() - started}
-    content = RecordDict(
-        {
-            wire.CLIENT_MODEL: wire.tensors_to_record(trainable_arrays(client.model)),
-            wire.CLIENT_METRICS: wire.metrics_record(**metrics),
-        }
-    )
-    return Message(content, reply_to=msg)
+    return _reply(msg, wire.CLIENT_MODEL, trainable_arrays(client.model), started, {"num-examples": len(data)})
 

@@ -185,25 +185,29 @@ class MpslStrategy:
             records[wire.CUT_GRAD_STEP] = wire.step_record(epoch=epoch, step=step)
         return RecordDict(records)
 
-    def _forward_problem(self, result: Exchange, node: int, size: int) -> str | None:
+    @staticmethod
+    def _missing(result: Exchange, node: int, arrays_key: str, metric_keys: tuple[str, ...]) -> str | None:
+        """Why a node's reply is absent or lacks its arrays or metrics; None when complete."""
         if node in result.failures:
             return result.failures[node]
         reply = result.replies[node]
-        if wire.SMASHED not in reply or wire.CLIENT_METRICS not in reply:
-            return "reply to train.forward lacks its activations or metrics"
+        if arrays_key not in reply or wire.CLIENT_METRICS not in reply:
+            return f"reply lacks its {arrays_key!r} arrays or its metrics"
+        missing = [key for key in metric_keys if key not in reply[wire.CLIENT_METRICS]]
+        return f"reply lacks metrics {missing}" if missing else None
+
+    def _forward_problem(self, result: Exchange, node: int, size: int) -> str | None:
+        if reason := self._missing(result, node, wire.SMASHED, ("compute-s",)):
+            return reason
+        reply = result.replies[node]
         expected = {name: (size, *shape) for name, shape in self.stream_shapes.items()}
         return wire.check_arrays(wire.record_to_arrays(reply[wire.SMASHED]), expected, "smashed activations")
 
     def _loss_grad_problem(self, result: Exchange, node: int, size: int) -> str | None:
-        if node in result.failures:
-            return result.failures[node]
+        if reason := self._missing(result, node, wire.LOGIT_GRAD, ("loss-sum", "correct", "num-examples", "compute-s")):
+            return reason
         reply = result.replies[node]
-        if wire.LOGIT_GRAD not in reply or wire.CLIENT_METRICS not in reply:
-            return "reply to train.loss_grad lacks its gradient or metrics"
-        metrics = reply[wire.CLIENT_METRICS]
-        if any(key not in metrics for key in ("loss-sum", "correct", "num-examples", "compute-s")):
-            return f"reply to train.loss_grad has incomplete metrics {sorted(metrics)}"
-        if not np.isfinite(float(metrics["loss-sum"])):
+        if not np.isfinite(float(reply[wire.CLIENT_METRICS]["loss-sum"])):
             return "client reported a non-finite loss"
         expected = {"logit_grad": (size, self.num_classes)}
         return wire.check_arrays(wire.record_to_arrays(reply[wire.LOGIT_GRAD]), expected, "loss gradient")
