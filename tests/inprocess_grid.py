@@ -16,7 +16,7 @@ from uuid import uuid4
 
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
-from flwr.common.constant import ErrorCode
+from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 from flwr.common.serde import message_from_proto, message_to_proto
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
@@ -35,7 +35,7 @@ class InProcessGrid(Grid):
     def __init__(self, client_app: ClientApp, num_nodes: int, run_config: dict, silent_partitions: Iterable[int] = ()) -> None:
         run_id = next(_run_ids)
         self._run = Run.create_empty(run_id=run_id)
-        TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = run_id, 0, 1
+        TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = run_id, SUPERLINK_NODE_ID, 1
         self.client_app = client_app
         self.node_ids = [1000 + i for i in range(num_nodes)]
         self.contexts = {
