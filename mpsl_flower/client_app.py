@@ -17,7 +17,8 @@ from mpsl_flower import wire
 from mpsl_flower.client_data import client_partition
 from mpsl_flower.config import RunConfig, parse_run_config
 from mpsl_flower.split.build import new_client_side
-from mpsl_flower.split.client_side import ClientSide, loss_gradient, trainable_arrays
+from mpsl_flower.models.weights import trainable_arrays
+from mpsl_flower.split.client_side import ClientSide, loss_gradient
 from mpsl_flower.split.schedule import batch_rows, step_lr
 from tasks.data import SplitData
 

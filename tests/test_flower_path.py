@@ -17,7 +17,7 @@ from mpsl_flower.client_data import client_partition
 from mpsl_flower.config import ConfigError, parse_run_config
 from mpsl_flower.results import read_metrics
 from mpsl_flower.split.build import new_server_side
-from mpsl_flower.split.client_side import trainable_arrays
+from mpsl_flower.models.weights import trainable_arrays
 from mpsl_flower.split.runner import InProcessRunner
 from mpsl_flower.split.schedule import num_batches
 from strategies.mpsl import MpslStrategy

@@ -12,7 +12,8 @@ from torch import nn
 
 from mpsl_flower.split.aggregation import weighted_average
 from mpsl_flower.split.build import new_client_side, new_server_side
-from mpsl_flower.split.client_side import loss_gradient, trainable_arrays
+from mpsl_flower.models.weights import trainable_arrays
+from mpsl_flower.split.client_side import loss_gradient
 from mpsl_flower.split.runner import InProcessRunner
 from mpsl_flower.split.schedule import batch_rows, num_batches, step_lr, steps_per_epoch
 from tasks.registry import load_task_data

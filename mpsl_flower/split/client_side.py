@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from mpsl_flower.models.tokenizers import ClientModel
+from mpsl_flower.models.weights import load_trainable, trainable_arrays
 
 OPTIMIZER_PREFIX = "optimizer."
 
@@ -58,21 +59,6 @@ class ClientSide:
         state_dict["state"] = optimizer_state
         self.optimizer.load_state_dict(state_dict)
 
-
-
-def trainable_arrays(model: nn.Module) -> dict[str, np.ndarray]:
-    """The trainable weights of `model`; frozen parts (e.g. the text encoder) never travel."""
-    return {name: p.detach().cpu().numpy() for name, p in model.named_parameters() if p.requires_grad}
-
-
-def load_trainable(model: nn.Module, arrays: dict[str, np.ndarray]) -> None:
-    """Load exactly the trainable weights of `model`; any missing or extra name is an error."""
-    expected = {name for name, p in model.named_parameters() if p.requires_grad}
-    if set(arrays) != expected:
-        missing, unexpected = sorted(expected - set(arrays)), sorted(set(arrays) - expected)
-        raise ValueError(f"trainable weights do not match the model: missing {missing}, unexpected {unexpected}")
-    tensors = {name: torch.from_numpy(np.array(value)) for name, value in arrays.items()}
-    model.load_state_dict(tensors, strict=False)
 
 
 def loss_gradient(logits: torch.Tensor, labels: torch.Tensor, total_batch: int) -> tuple[torch.Tensor, float, int]:
