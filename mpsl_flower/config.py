@@ -16,7 +16,7 @@ from pathlib import Path
 from mpsl_flower.models.encoder import ENCODER_SIZES
 from tasks.registry import TASKS
 
-METHODS = ("mpsl",)
+METHODS = ("mpsl", "centralized")
 SPLIT_TYPES = ("iid", "noniid")
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_OUTPUT_DIR = "~/mpsl-flower-results"

@@ -1,4 +1,4 @@
-"""The MPSL ServerApp: read the run config, build the server side, hand over to the strategy."""
+"""The ServerApp: read the run config, then run the chosen method (MPSL strategy or centralized)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from flwr.app import Context
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 
+from mpsl_flower.centralized import run_centralized
 from mpsl_flower.config import ConfigError, parse_run_config
 from mpsl_flower.results import RunResults
 from mpsl_flower.split.build import new_server_side, resolve_device
@@ -27,8 +28,13 @@ def main(grid: Grid, context: Context) -> None:
 
 
 def run(grid: Grid, context: Context) -> None:
-    """Train MPSL with the run config of `context` over the nodes of `grid`."""
+    """Train with the run config of `context` over the nodes of `grid`."""
     config = parse_run_config(context.run_config)
+    if config.method == "centralized":
+        log(INFO, "[centralized] trains in the ServerApp alone; the SuperNodes stay idle")
+        _, results = run_centralized(config, run_label=str(grid.run.run_id))
+        log(INFO, "[centralized] done; metrics and model in %s", results.folder)
+        return
     device = resolve_device(config)
     results = RunResults(config, run_label=str(grid.run.run_id))
     log(INFO, "[MPSL] dataset %s, encoder %s on %s; results in %s", config.dataset, config.encoder_size, device, results.folder)

@@ -1,4 +1,4 @@
-"""Bookkeeping shared by every MPSL driver: per-epoch tallies and the end-of-epoch routine."""
+"""Bookkeeping shared by every training driver: per-epoch tallies, records and MPSL's epoch end."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mpsl_flower.config import RunConfig
+from mpsl_flower.models.server_model import ServerModel
 from mpsl_flower.models.tokenizers import ClientModel
 from mpsl_flower.split.aggregation import weighted_average
 from mpsl_flower.split.build import new_client_model
@@ -53,28 +54,41 @@ def close_epoch(
     """
     client_model = new_client_model(config)
     load_trainable(client_model, weighted_average(client_states, client_weights))
+    record = evaluated_record(config, epoch, server.lr, tally, client_model, server.model, test, len(client_states))
+    server.end_epoch()
+    return record, client_model
+
+
+def evaluated_record(
+    config: RunConfig,
+    epoch: int,
+    lr: float,
+    tally: EpochTally,
+    client_model: ClientModel,
+    server_model: ServerModel,
+    test: SplitData,
+    clients_aggregated: int,
+) -> dict:
+    """Evaluate on the test split and build the epoch's record: one format for every method."""
     training_s = time.perf_counter() - tally.started_at
     eval_started = time.perf_counter()
-    test_metrics = evaluate(client_model, server.model, test, config.eval_batch_size)
-    eval_s = time.perf_counter() - eval_started
-    record = {
+    test_metrics = evaluate(client_model, server_model, test, config.eval_batch_size)
+    return {
         "epoch": epoch + 1,
-        "lr": server.lr,
+        "lr": lr,
         "train_loss": tally.loss_sum / max(tally.samples, 1),
         "train_accuracy": tally.correct / max(tally.samples, 1),
         **test_metrics,
         "steps": tally.steps,
-        "clients_aggregated": len(client_states),
+        "clients_aggregated": clients_aggregated,
         "dropped_client_steps": tally.dropped,
         "bytes_up": tally.bytes_up,
         "bytes_down": tally.bytes_down,
         "train_wall_s": training_s,
         "client_compute_s": tally.client_compute_s,
         "server_compute_s": tally.server_compute_s,
-        "eval_s": eval_s,
+        "eval_s": time.perf_counter() - eval_started,
     }
-    server.end_epoch()
-    return record, client_model
 
 
 def format_epoch(record: dict, num_epochs: int) -> str:

@@ -1,0 +1,71 @@
+"""Centralized baseline: same model, same records, runs with and without Flower."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+
+import torch
+from flwr.app import Context, RecordDict
+
+from inprocess_grid import InProcessGrid
+from mpsl_flower import client_app, server_app
+from mpsl_flower.centralized import train_centralized
+from mpsl_flower.local_training import train_local_epoch
+from mpsl_flower.models.full_model import FullModel
+from mpsl_flower.results import read_metrics
+from mpsl_flower.split.build import new_client_model, new_server_model
+from mpsl_flower.split.runner import InProcessRunner
+from mpsl_flower.split.schedule import batch_rows
+from tasks.registry import load_task_data
+
+CPU = torch.device("cpu")
+
+
+def test_centralized_writes_the_same_record_format_as_mpsl(fast_config):
+    data = load_task_data(fast_config.dataset, fast_config.seed)
+    (record,) = train_centralized(fast_config, data.train, data.test, CPU)
+    mpsl_record = InProcessRunner(fast_config, data, num_clients=4, device=CPU).run_epoch(0)
+    assert set(record) == set(mpsl_record)
+    assert record["steps"] == -(-len(data.train) // fast_config.batch_size)
+    assert record["train_loss"] > 0 and 0 <= record["test_accuracy"] <= 1
+
+
+def test_centralized_equals_a_hand_written_training_loop(fast_config):
+    """Adam on the mean cross-entropy of each seeded batch, nothing more."""
+    train = load_task_data(fast_config.dataset, fast_config.seed).train.select(range(300))
+    model = FullModel(new_client_model(fast_config), new_server_model(fast_config))
+    reference = copy.deepcopy(model)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    train_local_epoch(model, optimizer, train, 100, 1e-3, fast_config.seed, 0, 0)
+    ref_optimizer = torch.optim.Adam([p for p in reference.parameters() if p.requires_grad], lr=1e-3)
+    for step in range(3):
+        batch = train.select(batch_rows(300, 100, fast_config.seed, 0, 0, step))
+        ref_optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(reference(batch.inputs), batch.labels).backward()
+        ref_optimizer.step()
+    for (name, p), q in zip(model.state_dict().items(), reference.state_dict().values()):
+        torch.testing.assert_close(p, q, msg=name)
+
+
+def test_centralized_under_flower_leaves_the_clients_idle(fast_run_config, tmp_path):
+    run_config = {**fast_run_config, "method": "centralized"}
+    grid = InProcessGrid(client_app.app, 4, run_config)
+    server_app.run(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config))
+    assert grid.replies_sent == []
+    (folder,) = (tmp_path / "results").iterdir()
+    assert [r["epoch"] for r in read_metrics(folder)] == [1]
+
+
+def test_centralized_runs_without_flower_from_the_command_line(tmp_path):
+    output = tmp_path / "results"
+    run = subprocess.run(
+        [sys.executable, "-m", "mpsl_flower.centralized", "--run-config", f"nr-of-epochs=1 batch-size=1000 output-dir='{output}'"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    (folder,) = output.iterdir()
+    assert json.loads((folder / "config.json").read_text())["method"] == "centralized"
+    assert read_metrics(folder)[0]["steps"] == 6
