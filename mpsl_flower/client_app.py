@@ -1,4 +1,7 @@
-"""The MPSL ClientApp: one handler per message type, each a thin shell around `ClientSide`.
+"""The ClientApp: one handler per message type, each a thin shell around task code.
+
+MPSL handlers (`train.forward`, `train.loss_grad`, `train.end_epoch`) drive `ClientSide`;
+the plain `train` handler runs the FedAvg baseline's local epoch.
 
 The client's weights and Adam state live in `context.state`, so they survive between
 messages wherever the ClientApp runs (a Ray actor in simulation, a fresh process per message
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import time
 
+import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
@@ -17,9 +21,12 @@ from mpsl_flower import wire
 from mpsl_flower.client_data import client_partition
 from mpsl_flower.config import RunConfig, parse_run_config
 from mpsl_flower.split.build import new_client_side
-from mpsl_flower.models.weights import trainable_arrays
+from mpsl_flower.local_training import train_local_epoch
+from mpsl_flower.models.weights import load_optimizer_arrays, load_trainable, optimizer_arrays, trainable_arrays
 from mpsl_flower.split.client_side import ClientSide, loss_gradient
 from mpsl_flower.split.schedule import batch_rows, step_lr
+from strategies import fedavg
+from strategies.fedavg import new_full_model
 from tasks.data import SplitData
 
 app = ClientApp()
@@ -27,6 +34,7 @@ app = ClientApp()
 STATE_CLIENT = "mpsl.client"  # ArrayRecord: trainable weights + optimizer state
 STATE_PROGRESS = "mpsl.progress"  # ConfigRecord: revision (+ the pending step while one is open)
 PENDING_KEYS = ("epoch", "step", "client-batch-size")
+STATE_FEDAVG_OPTIMIZER = "fedavg.optimizer"  # ArrayRecord: this client's Adam state across rounds
 
 _live_clients: dict[tuple[int, int], tuple[int, ClientSide]] = {}
 
@@ -169,3 +177,28 @@ def end_epoch(msg: Message, context: Context) -> Message:
     context.state[STATE_PROGRESS] = ConfigRecord(progress)
     return _reply(msg, wire.CLIENT_MODEL, trainable_arrays(client.model), started, {"num-examples": len(data)})
 
+
+
+@app.train()
+def fedavg_local_epoch(msg: Message, context: Context) -> Message:
+    """FedAvg baseline: one local epoch on the full trainable set, Adam state kept across rounds."""
+    started = time.perf_counter()
+    config = parse_run_config(context.run_config)
+    data = _partition(context, config)
+    model = new_full_model(config)
+    load_trainable(model, wire.record_to_arrays(msg.content[fedavg.ARRAYS]))
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
+    if STATE_FEDAVG_OPTIMIZER in context.state:
+        load_optimizer_arrays(optimizer, wire.record_to_arrays(context.state[STATE_FEDAVG_OPTIMIZER]))
+    server_round = int(msg.content[fedavg.CONFIG]["server-round"])
+    lr = step_lr(config.learning_rate, config.lr_step_size, config.lr_gamma, server_round - 1)
+    batch_size = int(msg.content[fedavg.CONFIG]["client-batch-size"])
+    partition_id = int(context.node_config["partition-id"])
+    stats = train_local_epoch(model, optimizer, data, batch_size, lr, config.seed, partition_id, server_round - 1)
+    context.state[STATE_FEDAVG_OPTIMIZER] = wire.tensors_to_record(optimizer_arrays(optimizer))
+    metrics = {key: stats[key] for key in ("num-examples", "loss-sum", "correct", "steps")}
+    metrics["compute-s"] = time.perf_counter() - started
+    content = RecordDict(
+        {fedavg.ARRAYS: wire.tensors_to_record(trainable_arrays(model)), fedavg.METRICS: wire.metrics_record(**metrics)}
+    )
+    return Message(content, reply_to=msg)

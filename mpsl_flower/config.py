@@ -16,7 +16,7 @@ from pathlib import Path
 from mpsl_flower.models.encoder import ENCODER_SIZES
 from tasks.registry import TASKS
 
-METHODS = ("mpsl", "centralized")
+METHODS = ("mpsl", "fedavg", "centralized")
 SPLIT_TYPES = ("iid", "noniid")
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_OUTPUT_DIR = "~/mpsl-flower-results"
@@ -55,6 +55,7 @@ class RunConfig:
     output_dir: str = field(default=DEFAULT_OUTPUT_DIR, metadata=_key("output-dir", path="created"))
     save_name: str = field(default="mpsl_model", metadata=_key("save-file-name"))
     device: str = field(default="auto", metadata=_key("device", choices=DEVICES))
+    fraction_train: float = field(default=1.0, metadata=_key("fraction-train", positive=True))
     step_timeout_s: float = field(default=120.0, metadata=_key("step-timeout-s", positive=True))
     eval_batch_size: int = field(default=250, metadata=_key("eval-batch-size", minimum=1))
 
@@ -132,6 +133,8 @@ def parse_run_config(run_config: Mapping[str, object]) -> RunConfig:
             f"nr-of-last-encoder-blocks-to-finetune={config.finetune_blocks} exceeds the depth of "
             f"encoder-size={config.encoder_size!r}; allowed values: 0..{depth}"
         )
+    if config.fraction_train > 1:
+        raise ConfigError(f"fraction-train={config.fraction_train} must be in (0, 1]")
     if config.lr_gamma > 1:
         raise ConfigError(f"lr-gamma={config.lr_gamma} must be in (0, 1]")
     return config

@@ -1,4 +1,4 @@
-"""The ServerApp: read the run config, then run the chosen method (MPSL strategy or centralized)."""
+"""The ServerApp: read the run config, then run the chosen method (MPSL, FedAvg or centralized)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from mpsl_flower.centralized import run_centralized
 from mpsl_flower.config import ConfigError, parse_run_config
 from mpsl_flower.results import RunResults
 from mpsl_flower.split.build import new_server_side, resolve_device
+from strategies.discovery import discover_clients
+from strategies.fedavg import FederatedAveraging
 from strategies.mpsl import MpslStrategy
 from tasks.registry import load_task_data
 
@@ -28,17 +30,20 @@ def main(grid: Grid, context: Context) -> None:
 
 
 def run(grid: Grid, context: Context) -> None:
-    """Train with the run config of `context` over the nodes of `grid`."""
+    """Train with the method and settings of the run config over the nodes of `grid`."""
     config = parse_run_config(context.run_config)
     if config.method == "centralized":
         log(INFO, "[centralized] trains in the ServerApp alone; the SuperNodes stay idle")
         _, results = run_centralized(config, run_label=str(grid.run.run_id))
-        log(INFO, "[centralized] done; metrics and model in %s", results.folder)
-        return
-    device = resolve_device(config)
-    results = RunResults(config, run_label=str(grid.run.run_id))
-    log(INFO, "[MPSL] dataset %s, encoder %s on %s; results in %s", config.dataset, config.encoder_size, device, results.folder)
-    test = load_task_data(config.dataset, config.seed).test
-    strategy = MpslStrategy(config, new_server_side(config, device), test, results)
-    strategy.start(grid)
-    log(INFO, "[MPSL] done; metrics and model in %s", results.folder)
+    else:
+        device = resolve_device(config)
+        results = RunResults(config, run_label=str(grid.run.run_id))
+        log(INFO, "[%s] dataset %s, encoder %s on %s; results in %s", config.method, config.dataset, config.encoder_size, device, results.folder)
+        test = load_task_data(config.dataset, config.seed).test
+        if config.method == "fedavg":
+            clients = discover_clients(grid, config.step_timeout_s)
+            config.check_num_clients(len(clients))
+            FederatedAveraging(config, clients, test, device, results).run(grid)
+        else:
+            MpslStrategy(config, new_server_side(config, device), test, results).start(grid)
+    log(INFO, "[%s] done; metrics and model in %s", config.method, results.folder)

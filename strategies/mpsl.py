@@ -10,7 +10,6 @@ malformed arrays is dropped from that step with a logged reason; the rest carry 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from logging import INFO, WARNING
 
 import numpy as np
@@ -26,20 +25,9 @@ from mpsl_flower.split.build import new_client_model
 from mpsl_flower.split.epoch import EpochTally, close_epoch, format_epoch
 from mpsl_flower.split.schedule import num_batches, steps_per_epoch
 from mpsl_flower.split.server_side import ServerSide
+from strategies.discovery import ClientInfo, discover_clients
 from strategies.exchange import Exchange, exchange
 from tasks.data import SplitData
-
-DISCOVERY_POLL_S = 0.5
-
-
-@dataclass(frozen=True)
-class ClientInfo:
-    """A connected client: its node, its data partition and how many samples it holds."""
-
-    node_id: int
-    partition_id: int
-    num_examples: int
-
 
 class MpslStrategy:
     """Drives MPSL training over the nodes of a Flower `Grid`; holds the one server model."""
@@ -60,7 +48,7 @@ class MpslStrategy:
 
     def start(self, grid: Grid) -> list[dict]:
         """Discover clients, train for `nr-of-epochs`, return the per-epoch records."""
-        clients = self.discover_clients(grid)
+        clients = discover_clients(grid, self.config.step_timeout_s)
         self.config.check_num_clients(len(clients))
         m = self.config.client_batch_size(len(clients))
         steps = steps_per_epoch([c.num_examples for c in clients], m)
@@ -77,33 +65,6 @@ class MpslStrategy:
             self.history.append(record)
             log(INFO, "[MPSL] %s", format_epoch(record, self.config.num_epochs))
         return self.history
-
-    def discover_clients(self, grid: Grid) -> list[ClientInfo]:
-        """Ask every node for its partition; wait until all `num-partitions` have answered."""
-        deadline = time.monotonic() + self.config.step_timeout_s
-        known: dict[int, ClientInfo] = {}
-        refused: set[int] = set()
-        expected = 0
-        while True:
-            new = [n for n in grid.get_node_ids() if n not in known and n not in refused]
-            if new:
-                result = exchange(grid, {n: RecordDict() for n in new}, wire.PARTITION_INFO, self.config.step_timeout_s)
-                for node, reason in result.failures.items():
-                    log(WARNING, "[MPSL] node %d left out: %s", node, reason)
-                    refused.add(node)
-                for node, content in result.replies.items():
-                    info = content[wire.INFO]
-                    known[node] = ClientInfo(node, int(info["partition-id"]), int(info["num-examples"]))
-                    expected = max(expected, int(info["num-partitions"]))
-            if expected and len(known) >= expected:
-                break
-            if time.monotonic() > deadline:
-                if not known:
-                    raise RuntimeError(f"no client answered within {self.config.step_timeout_s:g} s: are SuperNodes connected?")
-                log(WARNING, "[MPSL] only %d of %d clients connected; training with those", len(known), expected)
-                break
-            time.sleep(DISCOVERY_POLL_S)
-        return sorted(known.values(), key=lambda c: c.partition_id)
 
     def run_info(self, clients: list[ClientInfo], client_batch_size: int, steps: int) -> dict:
         server_params = list(self.server.model.parameters())

@@ -25,7 +25,7 @@ from tasks.registry import load_task_data
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 NUM_SUPERNODES = 10
-RUN_CONFIG = "nr-of-epochs=3 batch-size=100"  # 10 samples per client per step
+MPSL_RUN_CONFIG = "nr-of-epochs=3 batch-size=100"  # 10 samples per client per step
 
 
 def _free_port() -> int:
@@ -96,23 +96,27 @@ def _stop_group(process: subprocess.Popen) -> None:
             continue
 
 
-@pytest.mark.integration
-def test_flwr_run_trains_mpsl_to_well_above_chance(superlink, tmp_path):
-    env, superlink_log = superlink
-    output_dir = tmp_path / "results"
+def _flwr_run(env: dict, superlink_log: Path, run_config: str) -> str:
+    """`flwr run` the app; assert the run completed; return diagnostics for later asserts."""
     run = subprocess.run(
         [str(BIN / "flwr"), "run", str(REPO), "test", "--stream",
          "--federation-config", f"num-supernodes={NUM_SUPERNODES} client-resources-num-cpus=1",
-         "--run-config", f"{RUN_CONFIG} output-dir='{output_dir}'"],
+         "--run-config", run_config],
         env=env, capture_output=True, text=True, timeout=900,
     )
     diagnostics = f"flwr run:\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}\nsuperlink:\n{superlink_log.read_text()[-4000:]}"
     assert run.returncode == 0, diagnostics
-
     listing = subprocess.run([str(BIN / "flwr"), "list", "test", "--format", "json"], env=env, capture_output=True, text=True, timeout=60)
-    runs = json.loads(listing.stdout)["runs"]
-    assert [r["status"] for r in runs] == ["finished:completed"], diagnostics + listing.stdout
+    statuses = [r["status"] for r in json.loads(listing.stdout)["runs"]]
+    assert statuses and set(statuses) == {"finished:completed"}, diagnostics + listing.stdout
+    return diagnostics
 
+
+@pytest.mark.integration
+def test_flwr_run_trains_mpsl_to_well_above_chance(superlink, tmp_path):
+    env, superlink_log = superlink
+    output_dir = tmp_path / "results"
+    diagnostics = _flwr_run(env, superlink_log, f"{MPSL_RUN_CONFIG} output-dir='{output_dir}'")
     (folder,) = output_dir.iterdir()
     records = read_metrics(folder)
     assert [r["epoch"] for r in records] == [1, 2, 3], diagnostics
@@ -121,3 +125,15 @@ def test_flwr_run_trains_mpsl_to_well_above_chance(superlink, tmp_path):
     test_labels = load_task_data("shapes-qa", 2024).test.labels.tolist()
     chance = Counter(test_labels).most_common(1)[0][1] / len(test_labels)
     assert records[-1]["test_accuracy"] >= chance + 0.15, (records[-1], chance)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("method", ["fedavg", "centralized"])
+def test_flwr_run_trains_each_baseline(superlink, tmp_path, method):
+    env, superlink_log = superlink
+    output_dir = tmp_path / "results"
+    diagnostics = _flwr_run(env, superlink_log, f"method='{method}' nr-of-epochs=1 batch-size=100 output-dir='{output_dir}'")
+    (folder,) = output_dir.iterdir()
+    (record,) = read_metrics(folder)
+    assert json.loads((folder / "config.json").read_text())["method"] == method
+    assert 0.0 <= record["test_accuracy"] <= 1.0 and record["train_loss"] > 0, diagnostics

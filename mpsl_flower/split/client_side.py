@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from mpsl_flower.models.tokenizers import ClientModel
-from mpsl_flower.models.weights import load_trainable, trainable_arrays
+from mpsl_flower.models.weights import load_optimizer_arrays, load_trainable, optimizer_arrays, trainable_arrays
 
 OPTIMIZER_PREFIX = "optimizer."
 
@@ -41,24 +41,15 @@ class ClientSide:
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """Trainable weights and optimizer state as numpy arrays, to persist between messages."""
-        arrays = trainable_arrays(self.model)
-        for index, state in self.optimizer.state_dict()["state"].items():
-            for key, tensor in state.items():
-                arrays[f"{OPTIMIZER_PREFIX}{index}.{key}"] = tensor.detach().cpu().numpy()
-        return arrays
+        optimizer = {OPTIMIZER_PREFIX + k: v for k, v in optimizer_arrays(self.optimizer).items()}
+        return {**trainable_arrays(self.model), **optimizer}
 
     def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         """Restore what `state_arrays` saved."""
-        load_trainable(self.model, {k: v for k, v in arrays.items() if not k.startswith(OPTIMIZER_PREFIX)})
-        optimizer_state: dict[int, dict[str, torch.Tensor]] = {}
-        for key, value in arrays.items():
-            if key.startswith(OPTIMIZER_PREFIX):
-                index, name = key[len(OPTIMIZER_PREFIX) :].split(".", 1)
-                optimizer_state.setdefault(int(index), {})[name] = torch.from_numpy(np.array(value))
-        state_dict = self.optimizer.state_dict()
-        state_dict["state"] = optimizer_state
-        self.optimizer.load_state_dict(state_dict)
-
+        weights = {k: v for k, v in arrays.items() if not k.startswith(OPTIMIZER_PREFIX)}
+        optimizer = {k[len(OPTIMIZER_PREFIX) :]: v for k, v in arrays.items() if k.startswith(OPTIMIZER_PREFIX)}
+        load_trainable(self.model, weights)
+        load_optimizer_arrays(self.optimizer, optimizer)
 
 
 def loss_gradient(logits: torch.Tensor, labels: torch.Tensor, total_batch: int) -> tuple[torch.Tensor, float, int]:
