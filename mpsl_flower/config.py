@@ -16,7 +16,7 @@ from pathlib import Path
 from mpsl_flower.models.encoder import ENCODER_SIZES
 from tasks.registry import TASKS
 
-METHODS = ("mpsl", "fedavg", "centralized")
+METHODS = ("mpsl", "fedavg", "fedclip", "centralized")
 SPLIT_TYPES = ("iid", "noniid")
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_OUTPUT_DIR = "~/mpsl-flower-results"
@@ -55,6 +55,9 @@ class RunConfig:
     output_dir: str = field(default=DEFAULT_OUTPUT_DIR, metadata=_key("output-dir", path="created"))
     save_name: str = field(default="mpsl_model", metadata=_key("save-file-name"))
     device: str = field(default="auto", metadata=_key("device", choices=DEVICES))
+    image_adapter: bool = field(default=True, metadata=_key("include-image-adapter"))
+    text_adapter: bool = field(default=True, metadata=_key("include-text-adapter"))
+    audio_adapter: bool = field(default=True, metadata=_key("include-audio-adapter"))
     fraction_train: float = field(default=1.0, metadata=_key("fraction-train", positive=True))
     step_timeout_s: float = field(default=120.0, metadata=_key("step-timeout-s", positive=True))
     eval_batch_size: int = field(default=250, metadata=_key("eval-batch-size", minimum=1))
@@ -62,6 +65,11 @@ class RunConfig:
     def to_flower(self) -> dict[str, bool | float | int | str]:
         """The config as `[tool.flwr.app.config]` keys, e.g. for results files and overrides."""
         return {f.metadata["key"]: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @property
+    def adapter_modalities(self) -> dict[str, bool]:
+        """FedCLIP: which modalities get an adapter."""
+        return {"image": self.image_adapter, "text": self.text_adapter, "audio": self.audio_adapter}
 
     def client_batch_size(self, num_clients: int) -> int:
         """Each client's mini-batch: the global batch split evenly, rounded up (500/100 = 5)."""

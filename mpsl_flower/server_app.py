@@ -40,7 +40,7 @@ def run(grid: Grid, context: Context) -> None:
         results = RunResults(config, run_label=str(grid.run.run_id))
         log(INFO, "[%s] dataset %s, encoder %s on %s; results in %s", config.method, config.dataset, config.encoder_size, device, results.folder)
         test = load_task_data(config.dataset, config.seed).test
-        if config.method == "fedavg":
+        if config.method in ("fedavg", "fedclip"):
             clients = discover_clients(grid, config.step_timeout_s)
             config.check_num_clients(len(clients))
             FederatedAveraging(config, clients, test, device, results).run(grid)

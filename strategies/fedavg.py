@@ -1,4 +1,4 @@
-"""FedAvg baseline as a Flower strategy (built on `flwr.serverapp.strategy.FedAvg`).
+"""FedAvg and FedCLIP baselines as a Flower strategy (built on `flwr.serverapp.strategy.FedAvg`).
 
 Each selected client trains a full copy of the trainable set (tokenizers, pre-LN, last N
 blocks, head) for one local epoch with mini-batch ceil(batch-size / clients); its Adam state
@@ -6,6 +6,10 @@ persists across rounds in `context.state`. The server averages every trained ten
 by sample count and sends the result to the clients of the next round. Only trainable tensors
 travel. Clients are selected with our own seeded RNG over partition ids, because Flower's node
 ids are random per run.
+
+FedCLIP is the same strategy over a different model (`method='fedclip'`, see
+`split.build.new_server_model`): the encoder is fully frozen and per-modality adapters are
+added, so only tokenizers, adapters and head train and travel.
 """
 
 from __future__ import annotations
@@ -82,7 +86,7 @@ class FederatedAveraging(FedAvg):
             }
         )
         self.tally.bytes_down = wire.payload_bytes(content) * len(chosen)
-        log(INFO, "[FedAvg] round %d: %d of %d clients", server_round, len(chosen), len(self.clients))
+        log(INFO, "[%s] round %d: %d of %d clients", self.config.method, server_round, len(chosen), len(self.clients))
         return [Message(content, dst_node_id=self.clients[pid].node_id, message_type="train") for pid in chosen]
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -91,7 +95,7 @@ class FederatedAveraging(FedAvg):
         for reply in replies:
             reason = self._problem(reply)
             if reason:
-                log(WARNING, "[FedAvg] round %d: node %d left out: %s", server_round, reply.metadata.src_node_id, reason)
+                log(WARNING, "[%s] round %d: node %d left out: %s", self.config.method, server_round, reply.metadata.src_node_id, reason)
                 self.tally.dropped += 1
                 continue
             valid.append(reply)
@@ -124,7 +128,7 @@ class FederatedAveraging(FedAvg):
             self.config, server_round - 1, lr, self.tally, self.model.client, self.model.server, self.test, self.aggregated_clients
         )
         self.history.append(record)
-        log(INFO, "[FedAvg] %s", format_epoch(record, self.config.num_epochs))
+        log(INFO, "[%s] %s", self.config.method, format_epoch(record, self.config.num_epochs))
         if self.results:
             self.results.log_epoch(record)
             self.results.save_model(self.model.server, self.model.client, server_round)

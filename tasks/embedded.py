@@ -43,7 +43,7 @@ SHAPES_QA = TaskSpec(
     num_classes=len(QA_ANSWERS),
     class_names=QA_ANSWERS,
     fusion=EARLY_FUSION,
-    readout=((FUSED_STREAM, 0), (FUSED_STREAM, -1)),
+    readout=((FUSED_STREAM, 0, "image"), (FUSED_STREAM, -1, "text")),
     image=ImageInput(size=IMAGE_SIZE),
     text=TextInput(vocabulary=QA_VOCABULARY, max_words=QA_MAX_WORDS),
 )
@@ -54,7 +54,7 @@ SHAPES_AV = TaskSpec(
     num_classes=len(SHAPES) * len(TONE_HZ),
     class_names=tuple(f"{shape}@{int(hz)}Hz" for shape in SHAPES for hz in TONE_HZ),
     fusion=LATE_FUSION,
-    readout=(("image", 0), ("audio", 0)),
+    readout=(("image", 0, "image"), ("audio", 0, "audio")),
     image=ImageInput(size=IMAGE_SIZE),
     audio=AudioInput(num_frames=AV_FBANK_FRAMES),
 )

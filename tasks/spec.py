@@ -41,9 +41,9 @@ class TextInput:
 class TaskSpec:
     """Everything the model and the step need to know about a task.
 
-    `readout` lists (stream, position) pairs whose encoder outputs are averaged before
-    the head: e.g. the image CLS and the text token for early fusion, both CLS tokens
-    for late fusion.
+    `readout` lists (stream, position, modality) triples whose encoder outputs are averaged
+    before the head: e.g. the image CLS and the text token for early fusion, both CLS tokens
+    for late fusion. The modality says which FedCLIP adapter, if any, applies to that output.
     """
 
     name: str
@@ -51,10 +51,15 @@ class TaskSpec:
     num_classes: int
     class_names: tuple[str, ...]
     fusion: str
-    readout: tuple[tuple[str, int], ...]
+    readout: tuple[tuple[str, int, str], ...]
     image: ImageInput | None = None
     audio: AudioInput | None = None
     text: TextInput | None = None
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """The task's input modalities, in a fixed order."""
+        return tuple(name for name in ("image", "audio", "text") if getattr(self, name) is not None)
 
     @property
     def streams(self) -> tuple[str, ...]:

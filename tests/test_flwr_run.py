@@ -128,7 +128,7 @@ def test_flwr_run_trains_mpsl_to_well_above_chance(superlink, tmp_path):
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("method", ["fedavg", "centralized"])
+@pytest.mark.parametrize("method", ["fedavg", "fedclip", "centralized"])
 def test_flwr_run_trains_each_baseline(superlink, tmp_path, method):
     env, superlink_log = superlink
     output_dir = tmp_path / "results"

@@ -29,11 +29,17 @@ def new_client_side(config: RunConfig) -> ClientSide:
 
 
 def new_server_model(config: RunConfig) -> ServerModel:
-    """The initial server-side model: encoder, readout, post-LN and head."""
+    """The initial server-side model: encoder, readout, post-LN and head.
+
+    FedCLIP freezes the whole encoder and adds an adapter per chosen modality of the task.
+    """
     torch.manual_seed(config.seed + 1)
-    return ServerModel(
-        TASKS[config.dataset], ENCODER_SIZES[config.encoder_size], config.finetune_blocks, config.post_layer_norm
-    )
+    task = TASKS[config.dataset]
+    finetune_blocks, adapters = config.finetune_blocks, ()
+    if config.method == "fedclip":
+        finetune_blocks = 0
+        adapters = tuple(m for m in task.modalities if config.adapter_modalities.get(m, False))
+    return ServerModel(task, ENCODER_SIZES[config.encoder_size], finetune_blocks, config.post_layer_norm, adapters)
 
 
 def resolve_device(config: RunConfig) -> torch.device:

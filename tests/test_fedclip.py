@@ -1,0 +1,59 @@
+"""FedCLIP baseline: frozen encoder, per-modality adapters; only adapters, tokenizers and head move."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from inprocess_grid import InProcessGrid
+from mpsl_flower import client_app
+from mpsl_flower.config import parse_run_config
+from mpsl_flower.models.server_model import FeatureAdapter
+from mpsl_flower.split.build import new_server_model
+from strategies import fedavg
+from strategies.discovery import discover_clients
+from strategies.fedavg import FederatedAveraging
+from tasks.registry import load_task_data
+
+
+def _fedclip_round(run_config: dict) -> tuple[FederatedAveraging, dict, InProcessGrid]:
+    config = parse_run_config(run_config)
+    grid = InProcessGrid(client_app.app, 2, run_config)
+    strategy = FederatedAveraging(config, discover_clients(grid, 10), load_task_data(config.dataset, config.seed).test, torch.device("cpu"))
+    before = copy.deepcopy(strategy.model.state_dict())
+    strategy.run(grid)
+    return strategy, before, grid
+
+
+def test_fedclip_leaves_every_encoder_weight_bit_identical(fast_run_config):
+    strategy, before, _ = _fedclip_round({**fast_run_config, "method": "fedclip"})
+    after = strategy.model.state_dict()
+    encoder = [name for name in after if name.startswith("server.encoder.")]
+    assert encoder and all(torch.equal(after[name], before[name]) for name in encoder)
+    for trained in ("server.adapters.image.attention.0.weight", "server.adapters.text.attention.0.weight", "server.head.weight"):
+        assert not torch.equal(after[trained], before[trained]), trained
+
+
+def test_only_adapter_tokenizer_and_head_tensors_travel(fast_run_config):
+    _, _, grid = _fedclip_round({**fast_run_config, "method": "fedclip"})
+    allowed = ("client.", "server.adapters.", "server.head.")
+    replies = [r for r in grid.replies_sent if fedavg.ARRAYS in r.content]
+    names = {name for reply in replies for name in reply.content[fedavg.ARRAYS]}
+    assert names and all(name.startswith(allowed) for name in names)
+    assert any(name.startswith("server.adapters.text.") for name in names)
+
+
+def test_adapter_flags_choose_the_modalities(fast_run_config):
+    config = parse_run_config({**fast_run_config, "method": "fedclip", "include-text-adapter": False})
+    assert set(new_server_model(config).adapters) == {"image"}
+    assert set(new_server_model(parse_run_config({"method": "fedclip", "dataset": "shapes-av"})).adapters) == {"image", "audio"}
+
+
+def test_adapter_softmax_runs_over_features_so_a_single_token_is_rescaled():
+    adapter = FeatureAdapter(8)
+    feature = torch.randn(3, 8)
+    weights = adapter.attention(feature)
+    torch.testing.assert_close(weights.sum(dim=-1), torch.ones(3))
+    torch.testing.assert_close(adapter(feature), feature * weights)
+    assert not torch.allclose(adapter(feature), feature)
