@@ -1,0 +1,87 @@
+"""Compare MPSL with its baselines on the embedded task: same seed, data, model and budget.
+
+    python bench/compare_methods.py --clients 20 --epochs 3
+
+Runs `mpsl`, `fedavg` and `fedclip` under Flower simulation (one SuperNode per client, so
+bytes are measured on the real messages) and `centralized` without Flower, then prints a
+Markdown table: final test accuracy, client forward FLOPs per sample, bytes per client per
+epoch (MPSL) or round (FL), and wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from mpsl_flower.centralized import run_centralized
+from mpsl_flower.config import RunConfig, parse_run_config
+from mpsl_flower.models.full_model import FullModel
+from mpsl_flower.models.tokenizers import example_inputs
+from mpsl_flower.results import read_metrics
+from mpsl_flower.simulation import simulate
+from mpsl_flower.split.build import new_client_model, new_server_model
+from tasks.registry import TASKS
+
+METHODS = ("mpsl", "fedavg", "fedclip", "centralized")
+
+
+def client_forward_flops(config: RunConfig) -> int:
+    """FLOPs of one sample's forward pass on a client: tokenizers for MPSL, the whole model for FL."""
+    if config.method == "centralized":
+        return 0
+    model = new_client_model(config)
+    if config.method != "mpsl":
+        model = FullModel(model, new_server_model(config))
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(example_inputs(TASKS[config.dataset], batch=1))
+    return counter.get_total_flops()
+
+
+def run_method(method: str, num_clients: int, overrides: dict, output_root: Path) -> dict:
+    overrides = {**overrides, "method": method, "output-dir": str(output_root / method)}
+    config = parse_run_config(overrides)
+    started = time.perf_counter()
+    if method == "centralized":
+        run_centralized(config)
+    else:
+        simulate(num_clients, overrides)
+    wall_s = time.perf_counter() - started
+    (folder,) = Path(config.output_dir).iterdir()
+    records = read_metrics(folder)
+    clients = 1 if method == "centralized" else num_clients
+    traffic = sum(r["bytes_up"] + r["bytes_down"] for r in records) / len(records) / clients
+    return {
+        "method": method,
+        "test_accuracy": records[-1]["test_accuracy"],
+        "client_gflops": client_forward_flops(config) / 1e9,
+        "mb_per_client": traffic / 1e6,
+        "wall_s": wall_s,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    args = parser.parse_args()
+    overrides = {"nr-of-epochs": args.epochs}
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="mpsl-compare-") as output_root:
+        for method in args.methods:
+            rows.append(run_method(method, args.clients, overrides, Path(output_root)))
+            print(f"finished {method}: {rows[-1]}", flush=True)
+    print(f"\nshapes-qa, {args.clients} clients, {args.epochs} epochs/rounds, seed {parse_run_config({}).seed}, defaults of pyproject.toml\n")
+    print("| method | test accuracy | client forward GFLOPs / sample | MB per client per epoch or round | wall time (s) |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['method']} | {r['test_accuracy']:.3f} | {r['client_gflops']:.4f} | {r['mb_per_client']:.2f} | {r['wall_s']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
