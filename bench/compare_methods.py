@@ -20,11 +20,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mpsl_flower.centralized import run_centralized
 from mpsl_flower.config import RunConfig, parse_run_config
-from mpsl_flower.models.full_model import FullModel
 from mpsl_flower.models.tokenizers import example_inputs
 from mpsl_flower.results import read_metrics
 from mpsl_flower.simulation import simulate
-from mpsl_flower.split.build import new_client_model, new_server_model
+from mpsl_flower.split.build import new_client_model, new_full_model
 from tasks.registry import TASKS
 
 METHODS = ("mpsl", "fedavg", "fedclip", "centralized")
@@ -34,9 +33,7 @@ def client_forward_flops(config: RunConfig) -> int:
     """FLOPs of one sample's forward pass on a client: tokenizers for MPSL, the whole model for FL."""
     if config.method == "centralized":
         return 0
-    model = new_client_model(config)
-    if config.method != "mpsl":
-        model = FullModel(model, new_server_model(config))
+    model = new_client_model(config) if config.method == "mpsl" else new_full_model(config)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(example_inputs(TASKS[config.dataset], batch=1))
     return counter.get_total_flops()

@@ -16,9 +16,8 @@ import torch
 
 from mpsl_flower.config import RunConfig, parse_run_config
 from mpsl_flower.local_training import train_local_epoch
-from mpsl_flower.models.full_model import FullModel
 from mpsl_flower.results import RunResults
-from mpsl_flower.split.build import new_client_model, new_server_model, resolve_device
+from mpsl_flower.split.build import new_full_model, resolve_device
 from mpsl_flower.split.epoch import EpochTally, evaluated_record, format_epoch
 from mpsl_flower.split.schedule import step_lr
 from tasks.data import SplitData
@@ -31,7 +30,7 @@ def train_centralized(
     config: RunConfig, train: SplitData, test: SplitData, device: torch.device, results: RunResults | None = None
 ) -> list[dict]:
     """Train for `nr-of-epochs` with batch `batch-size`; one record per epoch, as MPSL writes them."""
-    model = FullModel(new_client_model(config), new_server_model(config)).to(device)
+    model = new_full_model(config).to(device)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
     history = []
     for epoch in range(config.num_epochs):

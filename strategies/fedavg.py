@@ -27,10 +27,9 @@ from flwr.serverapp.strategy import FedAvg
 
 from mpsl_flower import wire
 from mpsl_flower.config import RunConfig
-from mpsl_flower.models.full_model import FullModel
 from mpsl_flower.models.weights import load_trainable, trainable_arrays
 from mpsl_flower.results import RunResults
-from mpsl_flower.split.build import new_client_model, new_server_model
+from mpsl_flower.split.build import new_full_model
 from mpsl_flower.split.epoch import EpochTally, evaluated_record, format_epoch
 from mpsl_flower.split.schedule import step_lr
 from strategies.discovery import ClientInfo
@@ -38,11 +37,6 @@ from tasks.data import SplitData
 
 ARRAYS, CONFIG, METRICS = "arrays", "config", "metrics"  # FedAvg's record keys, shared with the ClientApp
 LOCAL_METRICS = ("num-examples", "loss-sum", "correct", "steps", "compute-s")
-
-
-def new_full_model(config: RunConfig) -> FullModel:
-    """The unsplit model every FedAvg client and the server start from."""
-    return FullModel(new_client_model(config), new_server_model(config))
 
 
 def select_partitions(partition_ids: list[int], fraction: float, seed: int, server_round: int) -> list[int]:

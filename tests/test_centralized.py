@@ -14,9 +14,8 @@ from inprocess_grid import InProcessGrid
 from mpsl_flower import client_app, server_app
 from mpsl_flower.centralized import train_centralized
 from mpsl_flower.local_training import train_local_epoch
-from mpsl_flower.models.full_model import FullModel
 from mpsl_flower.results import read_metrics
-from mpsl_flower.split.build import new_client_model, new_server_model
+from mpsl_flower.split.build import new_full_model
 from mpsl_flower.split.runner import InProcessRunner
 from mpsl_flower.split.schedule import batch_rows
 from tasks.registry import load_task_data
@@ -36,7 +35,7 @@ def test_centralized_writes_the_same_record_format_as_mpsl(fast_config):
 def test_centralized_equals_a_hand_written_training_loop(fast_config):
     """Adam on the mean cross-entropy of each seeded batch, nothing more."""
     train = load_task_data(fast_config.dataset, fast_config.seed).train.select(range(300))
-    model = FullModel(new_client_model(fast_config), new_server_model(fast_config))
+    model = new_full_model(fast_config)
     reference = copy.deepcopy(model)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     train_local_epoch(model, optimizer, train, 100, 1e-3, fast_config.seed, 0, 0)

@@ -19,7 +19,8 @@ from mpsl_flower.local_training import train_local_epoch
 from mpsl_flower.models.weights import trainable_arrays
 from strategies import fedavg
 from strategies.discovery import discover_clients
-from strategies.fedavg import FederatedAveraging, new_full_model, select_partitions
+from mpsl_flower.split.build import new_full_model
+from strategies.fedavg import FederatedAveraging, select_partitions
 from tasks.registry import load_task_data
 
 CPU = torch.device("cpu")

@@ -10,6 +10,7 @@ import torch
 
 from mpsl_flower.config import RunConfig
 from mpsl_flower.models.encoder import ENCODER_SIZES
+from mpsl_flower.models.full_model import FullModel
 from mpsl_flower.models.server_model import ServerModel
 from mpsl_flower.models.tokenizers import ClientModel
 from mpsl_flower.split.client_side import ClientSide
@@ -40,6 +41,11 @@ def new_server_model(config: RunConfig) -> ServerModel:
         finetune_blocks = 0
         adapters = tuple(m for m in task.modalities if config.adapter_modalities.get(m, False))
     return ServerModel(task, ENCODER_SIZES[config.encoder_size], finetune_blocks, config.post_layer_norm, adapters)
+
+
+def new_full_model(config: RunConfig) -> FullModel:
+    """The unsplit model (client half feeding server half) that the baselines train."""
+    return FullModel(new_client_model(config), new_server_model(config))
 
 
 def resolve_device(config: RunConfig) -> torch.device:
