@@ -141,6 +141,8 @@ def parse_run_config(run_config: Mapping[str, object]) -> RunConfig:
             f"nr-of-last-encoder-blocks-to-finetune={config.finetune_blocks} exceeds the depth of "
             f"encoder-size={config.encoder_size!r}; allowed values: 0..{depth}"
         )
+    if not config.output_dir:
+        raise ConfigError(f"output-dir is empty: set an absolute folder for the results, e.g. {DEFAULT_OUTPUT_DIR!r}")
     if config.fraction_train > 1:
         raise ConfigError(f"fraction-train={config.fraction_train} must be in (0, 1]")
     if config.lr_gamma > 1:

@@ -34,6 +34,7 @@ def test_defaults_parse_to_the_default_config():
         ({"start-lr": "fast"}, ["start-lr", "float"]),
         ({"torch-data-dir": "/no/such/folder"}, ["torch-data-dir", "does not exist"]),
         ({"output-dir": "relative/results"}, ["output-dir", "absolute"]),
+        ({"output-dir": ""}, ["output-dir is empty", "~/mpsl-flower-results"]),
         ({"lr-gamma": 2.0}, ["lr-gamma", "(0, 1]"]),
         ({"batch-sise": 10}, ["batch-sise", "known keys"]),
     ],

@@ -1,31 +1,41 @@
 """One real `flwr run` of the default app: a real SuperLink, 10 simulated SuperNodes, Ray.
 
 The test owns everything it starts: its own FLWR_HOME and ports, a SuperLink in its own
-process group, killed by PID at the end, whatever happens.
+process group. The SuperLink's ServerApp runner (flower-superexec) starts the simulation and
+Ray in a *separate* session, and they outlive a killed SuperLink, so the teardown kills the
+whole process tree, found both by parentage and by a token in the environment, by PID, and
+fails if anything is left.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
 
 from mpsl_flower.results import read_metrics
 from tasks.registry import load_task_data
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+BIN = Path(sys.executable).parent  # the venv running pytest: flwr, flower-superlink, flower-superexec
 NUM_SUPERNODES = 10
-MPSL_RUN_CONFIG = "nr-of-epochs=3 batch-size=100"  # 10 samples per client per step
+MPSL_RUN_CONFIG = "nr-of-epochs=3 batch-size=250"  # 25 samples per client per step
+SEED = 2024  # passed as random-seed; the chance level is computed for the same seed
+MARGIN_OVER_CHANCE = 0.15
+RUN_TIMEOUT_S = 900
+TOKEN_VAR = "MPSL_FLWR_RUN_TEST_TOKEN"  # inherited by everything the SuperLink starts, Ray workers included
 
 
 def _free_port() -> int:
@@ -34,28 +44,122 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _environment(flwr_home: Path) -> dict:
+def _environment(flwr_home: Path, token: str) -> dict:
     return {
         **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # the SuperLink spawns flower-superexec
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # the SuperLink spawns flower-superexec from PATH
         "FLWR_HOME": str(flwr_home),
         "FLWR_TELEMETRY_ENABLED": "0",
         "FLWR_DISABLE_UPDATE_CHECK": "1",
         "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+        TOKEN_VAR: token,
     }
 
 
-def _wait_healthy(port: int, superlink: subprocess.Popen, timeout_s: float = 60) -> None:
+def _tail(path: Path, chars: int = 4000) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError as error:
+        return f"<{path}: {error}>"
+
+
+def _wait_healthy(port: int, superlink: subprocess.Popen, log_path: Path, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if superlink.poll() is not None:
-            raise RuntimeError(f"SuperLink exited with {superlink.returncode}")
+            raise RuntimeError(f"SuperLink exited with {superlink.returncode}:\n{_tail(log_path)}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
                 return
         except OSError:
             time.sleep(0.5)
-    raise TimeoutError(f"SuperLink on port {port} not healthy within {timeout_s} s")
+    raise TimeoutError(f"SuperLink on port {port} not healthy within {timeout_s} s:\n{_tail(log_path)}")
+
+
+# ---- process cleanup (Linux /proc) ---------------------------------------------------------
+
+
+def _live_pids() -> list[int]:
+    proc = Path("/proc")
+    return [int(p.name) for p in proc.iterdir() if p.name.isdigit()] if proc.is_dir() else []
+
+
+def _parent_and_state(pid: int) -> tuple[int, str] | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return int(fields[1]), fields[0]
+
+
+def _descendants(root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for pid in _live_pids():
+        info = _parent_and_state(pid)
+        if info:
+            children.setdefault(info[0], []).append(pid)
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _tagged(token: str) -> set[int]:
+    """Live (non-zombie) processes whose environment carries this test's token."""
+    marker = f"{TOKEN_VAR}={token}".encode()
+    found = set()
+    for pid in _live_pids():
+        if pid == os.getpid():
+            continue
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        info = _parent_and_state(pid)
+        if marker in environ.split(b"\0") and info and info[1] != "Z":
+            found.add(pid)
+    return found
+
+
+def _signal_all(pids: set[int], sig: int) -> None:
+    own_group = os.getpgrp()
+    groups = set()
+    for pid in pids:
+        try:
+            groups.add(os.getpgid(pid))
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+    for group in groups - {own_group}:  # `flwr run` shares pytest's group: never signal that one
+        try:
+            os.killpg(group, sig)
+        except ProcessLookupError:
+            pass
+
+
+def _stop_all(superlink: subprocess.Popen, token: str) -> list[str]:
+    """Kill the SuperLink and everything it started; return what survived (should be nothing)."""
+    for sig, grace_s in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        pids = {superlink.pid} | _descendants(superlink.pid) | _tagged(token)
+        _signal_all(pids, sig)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            if superlink.poll() is not None and not _tagged(token):
+                return []
+            time.sleep(0.25)
+    superlink.poll()
+    return [f"{pid}: {_command_line(pid)}" for pid in sorted(_tagged(token))]
+
+
+def _command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:150].decode(errors="replace")
+    except OSError:
+        return "?"
 
 
 @pytest.fixture
@@ -67,7 +171,8 @@ def superlink(tmp_path):
     (flwr_home / "config.toml").write_text(
         f'[superlink]\ndefault = "test"\n\n[superlink.test]\naddress = "127.0.0.1:{port}"\ninsecure = true\n'
     )
-    env = _environment(flwr_home)
+    token = uuid.uuid4().hex
+    env = _environment(flwr_home, token)
     log_path = tmp_path / "superlink.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen(
@@ -76,55 +181,83 @@ def superlink(tmp_path):
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
-        _wait_healthy(port, process)
+        _wait_healthy(port, process, log_path)
         yield env, log_path
     finally:
-        _stop_group(process)
+        leftovers = _stop_all(process, token)
+    assert not leftovers, "processes started by the test survived its teardown:\n" + "\n".join(leftovers)
 
 
-def _stop_group(process: subprocess.Popen) -> None:
-    """SIGTERM the process group of `process`, SIGKILL it if it lingers."""
-    for sig, grace_s in ((signal.SIGTERM, 20), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            process.wait(timeout=grace_s)
-            break
-        except subprocess.TimeoutExpired:
-            continue
+# ---- flwr run ------------------------------------------------------------------------------
 
 
 def _flwr_run(env: dict, superlink_log: Path, run_config: str) -> str:
     """`flwr run` the app; assert the run completed; return diagnostics for later asserts."""
-    run = subprocess.run(
-        [str(BIN / "flwr"), "run", str(REPO), "test", "--stream",
-         "--federation-config", f"num-supernodes={NUM_SUPERNODES} client-resources-num-cpus=1",
-         "--run-config", run_config],
-        env=env, capture_output=True, text=True, timeout=900,
-    )
-    diagnostics = f"flwr run:\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}\nsuperlink:\n{superlink_log.read_text()[-4000:]}"
-    assert run.returncode == 0, diagnostics
-    listing = subprocess.run([str(BIN / "flwr"), "list", "test", "--format", "json"], env=env, capture_output=True, text=True, timeout=60)
-    statuses = [r["status"] for r in json.loads(listing.stdout)["runs"]]
-    assert statuses and set(statuses) == {"finished:completed"}, diagnostics + listing.stdout
-    return diagnostics
+    command = [str(BIN / "flwr"), "run", str(REPO), "test", "--stream",
+               "--federation-config", f"num-supernodes={NUM_SUPERNODES} client-resources-num-cpus=1",
+               "--run-config", run_config]
+    run_log = superlink_log.with_name("flwr-run.log")
+    started = time.monotonic()
+    with open(run_log, "w") as log:
+        try:
+            returncode = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=RUN_TIMEOUT_S).returncode
+        except subprocess.TimeoutExpired:
+            returncode = None
+    stdout = run_log.read_text(errors="replace")
+    print(f"\nflwr run ({run_config}) took {time.monotonic() - started:.0f} s")
+
+    def diagnostics(extra: str = "") -> str:
+        return (f"flwr run --stream (exit {returncode}), {run_log}:\n{stdout[-6000:]}\n"
+                f"superlink log {superlink_log}:\n{_tail(superlink_log)}\n{extra}")
+
+    assert returncode is not None, f"flwr run did not finish within {RUN_TIMEOUT_S} s\n" + diagnostics()
+    assert returncode == 0, diagnostics()
+    # `flwr run --stream` exits 0 even when the run failed: the status tells.
+    # The SuperLink is this test's own, so its runs are this test's runs; narrow to the started one when named.
+    started_run = re.search(r"Successfully started run (\d+)", stdout)
+    run_id = ["--run-id", started_run.group(1)] if started_run else []
+    list_command = [str(BIN / "flwr"), "list", "test", *run_id, "--format", "json"]
+    deadline = time.monotonic() + 60
+    while True:
+        listing = subprocess.run(list_command, env=env, capture_output=True, text=True, timeout=60)
+        try:
+            statuses = [r["status"] for r in json.loads(listing.stdout)["runs"]]
+        except (ValueError, KeyError):
+            statuses = []
+        if (statuses and all(s.startswith("finished") for s in statuses)) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert statuses == ["finished:completed"], diagnostics(f"flwr list:\n{listing.stdout}\n{listing.stderr}")
+    return diagnostics()
+
+
+def _chance(seed: int = SEED) -> float:
+    """Accuracy of always predicting the most frequent test label."""
+    labels = load_task_data("shapes-qa", seed).test.labels.tolist()
+    return Counter(labels).most_common(1)[0][1] / len(labels)
 
 
 @pytest.mark.integration
 def test_flwr_run_trains_mpsl_to_well_above_chance(superlink, tmp_path):
     env, superlink_log = superlink
     output_dir = tmp_path / "results"
-    diagnostics = _flwr_run(env, superlink_log, f"{MPSL_RUN_CONFIG} output-dir='{output_dir}'")
-    (folder,) = output_dir.iterdir()
+    diagnostics = _flwr_run(env, superlink_log, f"{MPSL_RUN_CONFIG} random-seed={SEED} output-dir='{output_dir}'")
+    folders = list(output_dir.glob("mpsl_model-*"))
+    assert len(folders) == 1, (sorted(output_dir.iterdir()), diagnostics)
+    (folder,) = folders
     records = read_metrics(folder)
     assert [r["epoch"] for r in records] == [1, 2, 3], diagnostics
-    assert json.loads((folder / "run_info.json").read_text())["num_clients"] == NUM_SUPERNODES
-    assert (folder / "mpsl_model.pt").is_file()
-    test_labels = load_task_data("shapes-qa", 2024).test.labels.tolist()
-    chance = Counter(test_labels).most_common(1)[0][1] / len(test_labels)
-    assert records[-1]["test_accuracy"] >= chance + 0.15, (records[-1], chance)
+    config = json.loads((folder / "config.json").read_text())
+    assert (config["method"], config["batch-size"], config["nr-of-epochs"]) == ("mpsl", 250, 3)
+    assert config["output-dir"] == str(output_dir)
+    run_info = json.loads((folder / "run_info.json").read_text())
+    assert run_info["num_clients"] == NUM_SUPERNODES, run_info
+    model = torch.load(folder / "mpsl_model.pt", map_location="cpu")
+    assert model["epoch"] == 3 and model["server"] and model["client"], sorted(model)
+    accuracies = [round(r["test_accuracy"], 3) for r in records]
+    chance = _chance()
+    print(f"test accuracy per epoch {accuracies}; chance (most frequent label) {chance:.3f}")
+    assert records[-1]["test_accuracy"] >= chance + MARGIN_OVER_CHANCE, (accuracies, chance, diagnostics)
 
 
 @pytest.mark.integration
