@@ -38,6 +38,7 @@ import strategies.exchange
 import strategies.mpsl
 from mpsl_flower import wire
 from mpsl_flower.config import parse_run_config
+from mpsl_flower.model_inputs import load_inputs
 from mpsl_flower.simulation import APP_DIR, DEFAULT_CLIENT_RESOURCES, simulate
 from mpsl_flower.split.build import new_server_side, resolve_device
 from mpsl_flower.split.runner import InProcessRunner
@@ -45,7 +46,6 @@ from mpsl_flower.split.schedule import num_batches
 from mpsl_flower.wire import payload_bytes
 from strategies.exchange import exchange
 from strategies.mpsl import MpslStrategy
-from tasks.registry import load_task_data
 
 TALLY_FIELDS = ("client_compute_s", "server_compute_s", "bytes_up", "bytes_down")
 
@@ -105,7 +105,7 @@ def fused_run_config(overrides: dict) -> dict:
 
 def run_in_process(overrides: dict, num_clients: int, epochs: int) -> tuple[list[dict], list[dict]]:
     config = parse_run_config(fused_run_config(overrides))
-    runner = TimedRunner(config, load_task_data(config.dataset, config.seed), num_clients)
+    runner = TimedRunner(config, load_inputs(config), num_clients)
     runner.steps = []
     records = [runner.run_epoch(epoch) for epoch in range(epochs)]
     return records, runner.steps
@@ -139,7 +139,7 @@ def run_under_flower(overrides: dict, num_clients: int, pings: int, backend_conf
         found["cpus"] = ray.cluster_resources().get("CPU", 0)  # Ray is up once a reply came
         found["floor"] = two_round_trips(grid, empty, pings, config.step_timeout_s)
         server = new_server_side(config, resolve_device(config))
-        strategy = TimedStrategy(config, server, load_task_data(config.dataset, config.seed).test)
+        strategy = TimedStrategy(config, server, load_inputs(config).test)
         strategy.steps = []
         with (
             mock.patch.object(strategies.mpsl, "exchange", strategy.timed_exchange),

@@ -20,6 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mpsl_flower.centralized import run_centralized
 from mpsl_flower.config import RunConfig, parse_run_config
+from mpsl_flower.models.encoder import ENCODER_SIZES
 from mpsl_flower.models.tokenizers import example_inputs
 from mpsl_flower.results import read_metrics
 from mpsl_flower.simulation import simulate
@@ -35,7 +36,7 @@ def client_forward_flops(config: RunConfig) -> int:
         return 0
     model = new_client_model(config) if config.method == "mpsl" else new_full_model(config)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(example_inputs(TASKS[config.dataset], batch=1))
+        model(example_inputs(TASKS[config.dataset], batch=1, text_feature_dim=ENCODER_SIZES[config.encoder_size].dim))
     return counter.get_total_flops()
 
 

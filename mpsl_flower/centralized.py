@@ -16,12 +16,12 @@ import torch
 
 from mpsl_flower.config import RunConfig, parse_run_config
 from mpsl_flower.local_training import train_local_epoch
-from mpsl_flower.results import RunResults
+from mpsl_flower.model_inputs import load_inputs
+from mpsl_flower.results import RunResults, model_facts
 from mpsl_flower.split.build import new_full_model, resolve_device
 from mpsl_flower.split.epoch import EpochTally, evaluated_record, format_epoch
-from mpsl_flower.split.schedule import step_lr
+from mpsl_flower.split.schedule import num_batches, step_lr
 from tasks.data import SplitData
-from tasks.registry import load_task_data
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +31,10 @@ def train_centralized(
 ) -> list[dict]:
     """Train for `nr-of-epochs` with batch `batch-size`; one record per epoch, as MPSL writes them."""
     model = new_full_model(config).to(device)
+    if results:
+        steps = num_batches(len(train), config.batch_size)
+        info = {"num_clients": 1, "train_samples": len(train), "client_batch_size": config.batch_size, "steps_per_epoch": steps}
+        results.write_run_info({**info, "device": str(device), **model_facts(config, model.client, model.server)})
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
     history = []
     for epoch in range(config.num_epochs):
@@ -50,9 +54,8 @@ def train_centralized(
 
 def run_centralized(config: RunConfig, run_label: str = "") -> tuple[list[dict], RunResults]:
     """Centralized training on the task's whole training split, results in `output-dir`."""
-    data = load_task_data(config.dataset, config.seed)
+    data = load_inputs(config)
     results = RunResults(config, run_label)
-    results.write_run_info({"num_clients": 1, "train_samples": len(data.train)})
     return train_centralized(config, data.train, data.test, resolve_device(config), results), results
 
 

@@ -21,7 +21,12 @@ from mpsl_flower import wire
 from mpsl_flower.client_data import client_partition
 from mpsl_flower.config import RunConfig, parse_run_config
 from mpsl_flower.local_training import train_local_epoch
-from mpsl_flower.models.weights import load_optimizer_arrays, load_trainable, optimizer_arrays, trainable_arrays
+from mpsl_flower.models.weights import (
+    load_optimizer_arrays,
+    load_trainable,
+    optimizer_arrays,
+    trainable_arrays,
+)
 from mpsl_flower.split.build import new_client_side, new_full_model
 from mpsl_flower.split.client_side import ClientSide, loss_gradient
 from mpsl_flower.split.schedule import batch_rows, step_lr

@@ -14,11 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mpsl_flower.models.encoder import ENCODER_SIZES
+from mpsl_flower.models.weight_files import OPEN_CLIP_FILES
 from tasks.registry import TASKS
 
 METHODS = ("mpsl", "fedavg", "fedclip", "centralized")
 SPLIT_TYPES = ("iid", "noniid")
 DEVICES = ("auto", "cpu", "cuda")
+TEXT_ENCODERS = ("auto", "clip", "minilm", "bag-of-words")
+MINILM_WIDTH = 384
 DEFAULT_OUTPUT_DIR = "~/mpsl-flower-results"
 
 
@@ -48,6 +51,7 @@ class RunConfig:
     pre_layer_norm: bool = field(default=True, metadata=_key("use-pre-layer-norm"))
     post_layer_norm: bool = field(default=False, metadata=_key("use-post-layer-norm"))
     encoder_size: str = field(default="tiny-default", metadata=_key("encoder-size", choices=tuple(ENCODER_SIZES)))
+    text_encoder: str = field(default="auto", metadata=_key("text-encoder", choices=TEXT_ENCODERS))
     data_dir: str = field(default="", metadata=_key("torch-data-dir", path="existing"))
     cache_dir: str = field(default="", metadata=_key("pre-processors-cache-dir", path="created"))
     tokenizer_weights_dir: str = field(default="", metadata=_key("tokenizer-weights-cache-dir", path="created"))
@@ -89,6 +93,11 @@ class RunConfig:
         """An absolute path setting, or None when it is empty."""
         value = getattr(self, name)
         return Path(value).expanduser() if value else None
+
+    def folder(self, key: str) -> Path | None:
+        """The path setting named by its run-config key (e.g. 'model-weights-dir'), or None when empty."""
+        (name,) = [f.name for f in dataclasses.fields(self) if f.metadata["key"] == key]
+        return self.resolved_path(name)
 
 
 def _coerce(f: dataclasses.Field, value):
@@ -141,6 +150,7 @@ def parse_run_config(run_config: Mapping[str, object]) -> RunConfig:
             f"nr-of-last-encoder-blocks-to-finetune={config.finetune_blocks} exceeds the depth of "
             f"encoder-size={config.encoder_size!r}; allowed values: 0..{depth}"
         )
+    _check_text_encoder(config)
     if not config.output_dir:
         raise ConfigError(f"output-dir is empty: set an absolute folder for the results, e.g. {DEFAULT_OUTPUT_DIR!r}")
     if config.fraction_train > 1:
@@ -148,3 +158,18 @@ def parse_run_config(run_config: Mapping[str, object]) -> RunConfig:
     if config.lr_gamma > 1:
         raise ConfigError(f"lr-gamma={config.lr_gamma} must be in (0, 1]")
     return config
+
+
+def _check_text_encoder(config: RunConfig) -> None:
+    """An explicit text encoder must fit the encoder width; `auto` always picks one that does."""
+    width = ENCODER_SIZES[config.encoder_size].dim
+    if config.text_encoder == "clip" and config.encoder_size not in OPEN_CLIP_FILES:
+        raise ConfigError(
+            f"text-encoder='clip' needs an OpenCLIP checkpoint, which exists for encoder-size "
+            f"{', '.join(OPEN_CLIP_FILES)} only; set text-encoder='auto'"
+        )
+    if config.text_encoder == "minilm" and width < MINILM_WIDTH:
+        raise ConfigError(
+            f"text-encoder='minilm' gives {MINILM_WIDTH}-d features, wider than encoder-size="
+            f"{config.encoder_size!r} ({width}); set text-encoder='bag-of-words' or 'auto'"
+        )

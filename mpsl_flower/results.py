@@ -55,6 +55,25 @@ class RunResults:
         os.replace(partial, self.model_path)
 
 
+def model_facts(config: RunConfig, client_model: nn.Module, server_model: nn.Module) -> dict:
+    """Exact parameter counts and the weights that initialised each part, for `run_info.json`."""
+    from mpsl_flower.model_inputs import text_encoder_used
+
+    def count(model: nn.Module, trainable: bool) -> int:
+        return sum(p.numel() for p in model.parameters() if p.requires_grad == trainable)
+
+    return {
+        "client_trainable_parameters": count(client_model, True),
+        "server_trainable_parameters": count(server_model, True),
+        "frozen_parameters": count(client_model, False) + count(server_model, False),
+        "weights": {
+            **client_model.weight_sources,
+            **server_model.weight_sources,
+            "text encoder": text_encoder_used(config) or "none (no text input)",
+        },
+    }
+
+
 def read_metrics(folder: Path) -> list[dict]:
     """The per-epoch records of a results folder, in order."""
     with open(Path(folder) / METRICS_FILE, encoding="utf-8") as stream:

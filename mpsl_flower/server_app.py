@@ -10,12 +10,12 @@ from flwr.serverapp import Grid, ServerApp
 
 from mpsl_flower.centralized import run_centralized
 from mpsl_flower.config import ConfigError, parse_run_config
+from mpsl_flower.model_inputs import load_inputs
 from mpsl_flower.results import RunResults
 from mpsl_flower.split.build import new_server_side, resolve_device
 from strategies.discovery import discover_clients
 from strategies.fedavg import FederatedAveraging
 from strategies.mpsl import MpslStrategy
-from tasks.registry import load_task_data
 
 app = ServerApp()
 
@@ -39,7 +39,7 @@ def run(grid: Grid, context: Context) -> None:
         device = resolve_device(config)
         results = RunResults(config, run_label=str(grid.run.run_id))
         log(INFO, "[%s] dataset %s, encoder %s on %s; results in %s", config.method, config.dataset, config.encoder_size, device, results.folder)
-        test = load_task_data(config.dataset, config.seed).test
+        test = load_inputs(config).test
         if config.method in ("fedavg", "fedclip"):
             clients = discover_clients(grid, config.step_timeout_s)
             config.check_num_clients(len(clients))

@@ -28,10 +28,10 @@ from flwr.serverapp.strategy import FedAvg
 from mpsl_flower import wire
 from mpsl_flower.config import RunConfig
 from mpsl_flower.models.weights import load_trainable, trainable_arrays
-from mpsl_flower.results import RunResults
+from mpsl_flower.results import RunResults, model_facts
 from mpsl_flower.split.build import new_full_model
 from mpsl_flower.split.epoch import EpochTally, evaluated_record, format_epoch
-from mpsl_flower.split.schedule import step_lr
+from mpsl_flower.split.schedule import step_lr, steps_per_epoch
 from strategies.discovery import ClientInfo
 from tasks.data import SplitData
 
@@ -66,6 +66,18 @@ class FederatedAveraging(FedAvg):
 
     def run(self, grid: Grid) -> list[dict]:
         """`nr-of-epochs` rounds of one local epoch each; one record per round."""
+        if self.results:
+            sizes = {pid: c.num_examples for pid, c in self.clients.items()}
+            self.results.write_run_info(
+                {
+                    "num_clients": len(self.clients),
+                    "partition_sizes": sizes,
+                    "client_batch_size": self.client_batch_size,
+                    "steps_per_epoch": steps_per_epoch(list(sizes.values()), self.client_batch_size),
+                    "device": str(next(self.model.parameters()).device),
+                    **model_facts(self.config, self.model.client, self.model.server),
+                }
+            )
         initial = wire.tensors_to_record(trainable_arrays(self.model))
         self.start(grid, initial, num_rounds=self.config.num_epochs, timeout=self.config.step_timeout_s, evaluate_fn=self.evaluate)
         return self.history

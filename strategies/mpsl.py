@@ -20,7 +20,7 @@ from flwr.serverapp import Grid
 
 from mpsl_flower import wire
 from mpsl_flower.config import RunConfig
-from mpsl_flower.results import RunResults
+from mpsl_flower.results import RunResults, model_facts
 from mpsl_flower.split.build import new_client_model
 from mpsl_flower.split.epoch import EpochTally, close_epoch, format_epoch
 from mpsl_flower.split.schedule import num_batches, steps_per_epoch
@@ -28,6 +28,7 @@ from mpsl_flower.split.server_side import ServerSide
 from strategies.discovery import ClientInfo, discover_clients
 from strategies.exchange import Exchange, exchange
 from tasks.data import SplitData
+
 
 class MpslStrategy:
     """Drives MPSL training over the nodes of a Flower `Grid`; holds the one server model."""
@@ -37,9 +38,9 @@ class MpslStrategy:
         self.server = server
         self.test = test
         self.results = results
-        template = new_client_model(config)
-        self.stream_shapes = template.stream_shapes()
-        self.client_weight_shapes = {n: tuple(p.shape) for n, p in template.named_parameters() if p.requires_grad}
+        self.template = new_client_model(config)
+        self.stream_shapes = self.template.stream_shapes()
+        self.client_weight_shapes = {n: tuple(p.shape) for n, p in self.template.named_parameters() if p.requires_grad}
         self.num_classes = server.model.head.out_features
         self.pending_cut_grads: dict[int, tuple[dict[str, torch.Tensor], int, int]] = {}
         self.history: list[dict] = []
@@ -67,16 +68,13 @@ class MpslStrategy:
         return self.history
 
     def run_info(self, clients: list[ClientInfo], client_batch_size: int, steps: int) -> dict:
-        server_params = list(self.server.model.parameters())
         return {
             "num_clients": len(clients),
             "partition_sizes": {c.partition_id: c.num_examples for c in clients},
             "client_batch_size": client_batch_size,
             "steps_per_epoch": steps,
             "device": str(self.server.device),
-            "client_trainable_parameters": int(sum(np.prod(s) for s in self.client_weight_shapes.values())),
-            "server_trainable_parameters": sum(p.numel() for p in server_params if p.requires_grad),
-            "server_frozen_parameters": sum(p.numel() for p in server_params if not p.requires_grad),
+            **model_facts(self.config, self.template, self.server.model),
         }
 
     # ---- one step -----------------------------------------------------------------------

@@ -16,9 +16,18 @@ import functools
 
 import numpy as np
 import torch
-import torchaudio
+
+from tasks.audio import SAMPLE_RATE, fbank_frames, waveform_to_fbank
 from tasks.data import SplitData, TaskData
-from tasks.spec import EARLY_FUSION, FUSED_STREAM, LATE_FUSION, AudioInput, ImageInput, TaskSpec, TextInput
+from tasks.spec import (
+    EARLY_FUSION,
+    FUSED_STREAM,
+    LATE_FUSION,
+    AudioInput,
+    ImageInput,
+    TaskSpec,
+    TextInput,
+)
 
 COLORS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 80, 230), "yellow": (230, 210, 40)}
 SHAPES = ("square", "circle", "triangle")
@@ -27,15 +36,9 @@ CELL = IMAGE_SIZE // 2
 TRAIN_SIZE, TEST_SIZE = 6000, 1500
 
 QA_ANSWERS = tuple(COLORS) + SHAPES
-QA_VOCABULARY = ("<pad>", "what", "color", "shape", "is", "the", "object") + tuple(COLORS) + SHAPES
-QA_MAX_WORDS = 6
 
 TONE_HZ = (330.0, 990.0, 2970.0)
-SAMPLE_RATE = 16_000
 CLIP_S = 0.3
-# AudioSet fbank statistics used by AST to normalise its input.
-FBANK_MEAN, FBANK_STD = -4.2677393, 4.5689974
-AV_FBANK_FRAMES = 1 + (int(SAMPLE_RATE * CLIP_S) - 400) // 160  # 25 ms window, 10 ms shift
 
 SHAPES_QA = TaskSpec(
     name="shapes-qa",
@@ -45,7 +48,7 @@ SHAPES_QA = TaskSpec(
     fusion=EARLY_FUSION,
     readout=((FUSED_STREAM, 0, "image"), (FUSED_STREAM, -1, "text")),
     image=ImageInput(size=IMAGE_SIZE),
-    text=TextInput(vocabulary=QA_VOCABULARY, max_words=QA_MAX_WORDS),
+    text=TextInput(),
 )
 
 SHAPES_AV = TaskSpec(
@@ -56,7 +59,7 @@ SHAPES_AV = TaskSpec(
     fusion=LATE_FUSION,
     readout=(("image", 0, "image"), ("audio", 0, "audio")),
     image=ImageInput(size=IMAGE_SIZE),
-    audio=AudioInput(num_frames=AV_FBANK_FRAMES),
+    audio=AudioInput(num_frames=fbank_frames(CLIP_S)),
 )
 
 
@@ -88,11 +91,6 @@ def _blank_image(rng: np.random.Generator) -> np.ndarray:
     return np.clip(noise, 0, 255).astype(np.uint8)
 
 
-def _word_ids(words: list[str]) -> np.ndarray:
-    ids = [QA_VOCABULARY.index(word) for word in words]
-    return np.array(ids + [0] * (QA_MAX_WORDS - len(ids)), dtype=np.int64)
-
-
 def _qa_sample(rng: np.random.Generator) -> dict:
     shapes = rng.choice(len(SHAPES), size=2, replace=False)
     colors = rng.choice(len(COLORS), size=2, replace=False)
@@ -104,28 +102,19 @@ def _qa_sample(rng: np.random.Generator) -> dict:
     target = int(rng.integers(0, 2))
     shape, color = SHAPES[shapes[target]], color_names[colors[target]]
     if rng.random() < 0.5:
-        words, answer = ["what", "color", "is", "the", shape], color
+        question, answer = f"what color is the {shape}?", color
     else:
-        words, answer = ["what", "shape", "is", "the", color, "object"], shape
-    return {"image": image, "text_ids": _word_ids(words), "label": QA_ANSWERS.index(answer)}
+        question, answer = f"what shape is the {color} object?", shape
+    return {"image": image, "text": question, "label": QA_ANSWERS.index(answer)}
 
 
 def tone_fbank(frequency_hz: float, rng: np.random.Generator) -> np.ndarray:
-    """Normalised Kaldi fbank (128 mel bins, 10 ms shift) of a noisy tone, as AST expects."""
+    """Normalised Kaldi fbank of a noisy tone, as AST expects."""
     t = np.arange(int(SAMPLE_RATE * CLIP_S)) / SAMPLE_RATE
     phase = rng.uniform(0, 2 * np.pi)
     wave = 0.5 * np.sin(2 * np.pi * frequency_hz * t + phase) + rng.normal(0, 0.1, t.shape)
     waveform = torch.tensor(wave, dtype=torch.float32).unsqueeze(0)
-    fbank = torchaudio.compliance.kaldi.fbank(
-        waveform,
-        sample_frequency=SAMPLE_RATE,
-        num_mel_bins=128,
-        frame_shift=10,
-        htk_compat=True,
-        window_type="hanning",
-        dither=0.0,
-    )
-    return ((fbank - FBANK_MEAN) / (2 * FBANK_STD)).numpy()
+    return waveform_to_fbank(waveform, SAMPLE_RATE, SHAPES_AV.audio.num_frames).numpy()
 
 
 def _av_sample(rng: np.random.Generator) -> dict:
@@ -145,9 +134,11 @@ def _split(make_sample, size: int, rng: np.random.Generator) -> SplitData:
     inputs = {
         key: torch.from_numpy(np.stack([np.asarray(sample[key]) for sample in samples]))
         for key in samples[0]
-        if key != "label"
+        if key not in ("label", "text")
     }
-    return SplitData(inputs, torch.tensor([sample["label"] for sample in samples], dtype=torch.long))
+    texts = [sample["text"] for sample in samples] if "text" in samples[0] else None
+    labels = torch.tensor([sample["label"] for sample in samples], dtype=torch.long)
+    return SplitData(inputs, labels, texts)
 
 
 @functools.lru_cache(maxsize=4)

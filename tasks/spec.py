@@ -31,10 +31,11 @@ class AudioInput:
 
 @dataclass(frozen=True)
 class TextInput:
-    """Word ids fed to the client's frozen text encoder, which yields one token per text."""
+    """A text per sample; a frozen text encoder turns it into one feature, hence one token.
 
-    vocabulary: tuple[str, ...]
-    max_words: int
+    The encoder is frozen, so its features are computed once per dataset and cached
+    (`mpsl_flower.model_inputs`); the client tokenizer only pads them to the encoder width.
+    """
 
 
 @dataclass(frozen=True)
@@ -77,5 +78,5 @@ class TaskSpec:
         if self.audio is not None:
             columns.append("fbank")
         if self.text is not None:
-            columns.append("text_ids")
+            columns.append("text_feature")
         return tuple(columns)

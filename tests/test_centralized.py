@@ -9,22 +9,22 @@ import sys
 
 import torch
 from flwr.app import Context, RecordDict
-
 from inprocess_grid import InProcessGrid
+
 from mpsl_flower import client_app, server_app
 from mpsl_flower.centralized import train_centralized
 from mpsl_flower.local_training import train_local_epoch
+from mpsl_flower.model_inputs import load_inputs
 from mpsl_flower.results import read_metrics
 from mpsl_flower.split.build import new_full_model
 from mpsl_flower.split.runner import InProcessRunner
 from mpsl_flower.split.schedule import batch_rows
-from tasks.registry import load_task_data
 
 CPU = torch.device("cpu")
 
 
 def test_centralized_writes_the_same_record_format_as_mpsl(fast_config):
-    data = load_task_data(fast_config.dataset, fast_config.seed)
+    data = load_inputs(fast_config)
     (record,) = train_centralized(fast_config, data.train, data.test, CPU)
     mpsl_record = InProcessRunner(fast_config, data, num_clients=4, device=CPU).run_epoch(0)
     assert set(record) == set(mpsl_record)
@@ -34,7 +34,7 @@ def test_centralized_writes_the_same_record_format_as_mpsl(fast_config):
 
 def test_centralized_equals_a_hand_written_training_loop(fast_config):
     """Adam on the mean cross-entropy of each seeded batch, nothing more."""
-    train = load_task_data(fast_config.dataset, fast_config.seed).train.select(range(300))
+    train = load_inputs(fast_config).train.select(range(300))
     model = new_full_model(fast_config)
     reference = copy.deepcopy(model)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)

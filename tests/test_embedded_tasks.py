@@ -30,10 +30,10 @@ def test_splits_have_a_few_thousand_samples_and_every_class():
 def _text_only_accuracy(data) -> float:
     """Best accuracy of any rule that sees only the question: majority answer per question."""
     answers = defaultdict(Counter)
-    for words, label in zip(data.train.inputs["text_ids"].tolist(), data.train.labels.tolist()):
-        answers[tuple(words)][label] += 1
-    guess = {words: counts.most_common(1)[0][0] for words, counts in answers.items()}
-    hits = [guess.get(tuple(w)) == y for w, y in zip(data.test.inputs["text_ids"].tolist(), data.test.labels.tolist())]
+    for question, label in zip(data.train.texts, data.train.labels.tolist()):
+        answers[question][label] += 1
+    guess = {question: counts.most_common(1)[0][0] for question, counts in answers.items()}
+    hits = [guess.get(q) == y for q, y in zip(data.test.texts, data.test.labels.tolist())]
     return float(np.mean(hits))
 
 
@@ -56,7 +56,7 @@ def test_audio_variant_tokenizes_fbanks_into_patches_and_keeps_two_streams():
     spec = TASKS["shapes-av"]
     data = load_task_data("shapes-av", 2024)
     assert tuple(data.train.inputs["fbank"].shape[1:]) == (spec.audio.num_frames, 128)
-    model = ClientModel(spec, dim=96, patch=8, pre_layer_norm=True, seed=0)
+    model = ClientModel(spec, dim=96, patch=8, pre_layer_norm=True)
     shapes = model.stream_shapes()
     assert set(shapes) == {"image", "audio"}
     assert shapes["audio"][0] == AudioTokenizer.num_patches(spec.audio.num_frames, 128) + 1

@@ -9,19 +9,19 @@ import pytest
 import torch
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
-
 from inprocess_grid import InProcessGrid
+
 from mpsl_flower import client_app, wire
 from mpsl_flower.centralized import train_centralized
 from mpsl_flower.client_data import client_partition
 from mpsl_flower.config import parse_run_config
 from mpsl_flower.local_training import train_local_epoch
+from mpsl_flower.model_inputs import load_inputs
 from mpsl_flower.models.weights import trainable_arrays
+from mpsl_flower.split.build import new_full_model
 from strategies import fedavg
 from strategies.discovery import discover_clients
-from mpsl_flower.split.build import new_full_model
 from strategies.fedavg import FederatedAveraging, select_partitions
-from tasks.registry import load_task_data
 
 CPU = torch.device("cpu")
 
@@ -29,7 +29,7 @@ CPU = torch.device("cpu")
 def _run(run_config: dict, num_clients: int, app: ClientApp = client_app.app) -> tuple[FederatedAveraging, InProcessGrid]:
     config = parse_run_config(run_config)
     grid = InProcessGrid(app, num_clients, run_config)
-    strategy = FederatedAveraging(config, discover_clients(grid, 10), load_task_data(config.dataset, config.seed).test, CPU)
+    strategy = FederatedAveraging(config, discover_clients(grid, 10), load_inputs(config).test, CPU)
     strategy.run(grid)
     return strategy, grid
 
@@ -56,7 +56,7 @@ def test_one_client_one_round_equals_one_centralized_epoch(fast_run_config):
     strategy, _ = _run(run_config, 1)
     config = parse_run_config(run_config)
     data = client_partition(config, 0, 1)
-    (centralized,) = train_centralized(config, data, load_task_data(config.dataset, config.seed).test, CPU)
+    (centralized,) = train_centralized(config, data, load_inputs(config).test, CPU)
     reference = new_full_model(config)
     optimizer = torch.optim.Adam([p for p in reference.parameters() if p.requires_grad], lr=config.learning_rate)
     train_local_epoch(reference, optimizer, data, config.batch_size, config.learning_rate, config.seed, 0, 0)

@@ -5,22 +5,22 @@ from __future__ import annotations
 import copy
 
 import torch
-
 from inprocess_grid import InProcessGrid
+
 from mpsl_flower import client_app
 from mpsl_flower.config import parse_run_config
+from mpsl_flower.model_inputs import load_inputs
 from mpsl_flower.models.server_model import FeatureAdapter
 from mpsl_flower.split.build import new_server_model
 from strategies import fedavg
 from strategies.discovery import discover_clients
 from strategies.fedavg import FederatedAveraging
-from tasks.registry import load_task_data
 
 
 def _fedclip_round(run_config: dict) -> tuple[FederatedAveraging, dict, InProcessGrid]:
     config = parse_run_config(run_config)
     grid = InProcessGrid(client_app.app, 2, run_config)
-    strategy = FederatedAveraging(config, discover_clients(grid, 10), load_task_data(config.dataset, config.seed).test, torch.device("cpu"))
+    strategy = FederatedAveraging(config, discover_clients(grid, 10), load_inputs(config).test, torch.device("cpu"))
     before = copy.deepcopy(strategy.model.state_dict())
     strategy.run(grid)
     return strategy, before, grid

@@ -9,26 +9,27 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
-
 from inprocess_grid import InProcessGrid
+
 from mpsl_flower import client_app as client_module
 from mpsl_flower import server_app, wire
 from mpsl_flower.client_data import client_partition
 from mpsl_flower.config import ConfigError, parse_run_config
+from mpsl_flower.model_inputs import load_inputs
+from mpsl_flower.models.encoder import ENCODER_SIZES
+from mpsl_flower.models.weights import trainable_arrays
 from mpsl_flower.results import read_metrics
 from mpsl_flower.split.build import new_server_side
-from mpsl_flower.models.weights import trainable_arrays
 from mpsl_flower.split.runner import InProcessRunner
 from mpsl_flower.split.schedule import num_batches
 from strategies.mpsl import MpslStrategy
-from tasks.registry import load_task_data
 
 CPU = torch.device("cpu")
 NUM_CLIENTS = 4
 
 
 def _strategy(config) -> MpslStrategy:
-    return MpslStrategy(config, new_server_side(config, CPU), load_task_data(config.dataset, config.seed).test)
+    return MpslStrategy(config, new_server_side(config, CPU), load_inputs(config).test)
 
 
 class ForgetfulGrid(InProcessGrid):
@@ -46,7 +47,7 @@ def test_flower_path_gives_the_same_weights_as_the_in_process_runner(fast_run_co
     strategy = _strategy(config)
     flower_record = strategy.start(grid)[0]
 
-    runner = InProcessRunner(config, load_task_data(config.dataset, config.seed), NUM_CLIENTS, device=CPU)
+    runner = InProcessRunner(config, load_inputs(config), NUM_CLIENTS, device=CPU)
     runner_record = runner.run_epoch(0)
 
     for (name, p), q in zip(strategy.server.model.state_dict().items(), runner.server.model.state_dict().values()):
@@ -159,11 +160,18 @@ def test_a_run_leaves_config_metrics_and_model_in_its_results_folder(fast_run_co
     (folder,) = (tmp_path / "results").iterdir()
     assert json.loads((folder / "config.json").read_text())["nr-of-epochs"] == 2
     info = json.loads((folder / "run_info.json").read_text())
-    assert info["num_clients"] == NUM_CLIENTS and info["client_trainable_parameters"] > 0
+    assert info["num_clients"] == NUM_CLIENTS
+    saved = torch.load(folder / "mpsl_model.pt")
+    # Exact counts: every client tensor trains; the server's frozen blocks are the frozen ones.
+    assert info["client_trainable_parameters"] == sum(t.numel() for t in saved["client"].values())
+    assert info["server_trainable_parameters"] + info["frozen_parameters"] == sum(t.numel() for t in saved["server"].values())
+    size = ENCODER_SIZES["tiny-default"]
+    block = sum(t.numel() for k, t in saved["server"].items() if k.startswith("encoder.blocks.0."))
+    assert info["frozen_parameters"] == block * (size.depth - parse_run_config(run_config).finetune_blocks)
+    assert info["weights"]["encoder"] == "random init" and info["weights"]["text encoder"].startswith("bag-of-words")
     records = read_metrics(folder)
     assert [r["epoch"] for r in records] == [1, 2]
     for key in ("train_loss", "train_accuracy", "test_accuracy", "bytes_up", "bytes_down", "train_wall_s"):
         assert all(key in r for r in records)
     assert records[0]["bytes_up"] > 0 and records[0]["bytes_down"] > 0
-    saved = torch.load(folder / "mpsl_model.pt")
     assert saved["epoch"] == 2 and "head.weight" in saved["server"] and saved["client"]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import matplotlib
 from flwr.app import Context, RecordDict
-
 from inprocess_grid import InProcessGrid
+
 from mpsl_flower import client_app, server_app
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "analyse_results.ipynb"

@@ -10,19 +10,19 @@ import pytest
 import torch
 from torch import nn
 
+from mpsl_flower.model_inputs import load_inputs
+from mpsl_flower.models.weights import trainable_arrays
 from mpsl_flower.split.aggregation import weighted_average
 from mpsl_flower.split.build import new_client_side, new_server_side
-from mpsl_flower.models.weights import trainable_arrays
 from mpsl_flower.split.client_side import loss_gradient
 from mpsl_flower.split.runner import InProcessRunner
 from mpsl_flower.split.schedule import batch_rows, num_batches, step_lr, steps_per_epoch
-from tasks.registry import load_task_data
 
 CPU = torch.device("cpu")
 
 
-def _client_batches(sizes, dataset="shapes-qa"):
-    train = load_task_data(dataset, 2024).train
+def _client_batches(config, sizes):
+    train = load_inputs(config).train
     starts = np.cumsum([0, *sizes])
     return [train.select(range(a, b)) for a, b in zip(starts[:-1], starts[1:])]
 
@@ -31,7 +31,7 @@ def _client_batches(sizes, dataset="shapes-qa"):
 def test_one_step_equals_a_joint_step_on_the_concatenated_batch(fast_config, dataset):
     """Server gradient = gradient of the batch-mean loss; cut gradient = joint autograd."""
     fast_config = dataclasses.replace(fast_config, dataset=dataset)
-    batches = _client_batches([3, 5, 2], dataset)
+    batches = _client_batches(fast_config, [3, 5, 2])
     clients = [new_client_side(fast_config) for _ in batches]
     server = new_server_side(fast_config, CPU)
     joint_client = copy.deepcopy(clients[0].model)
@@ -54,7 +54,7 @@ def test_one_step_equals_a_joint_step_on_the_concatenated_batch(fast_config, dat
 
 
 def test_a_client_that_drops_after_forward_leaves_the_mean_over_the_others(fast_config):
-    batches = _client_batches([4, 4])
+    batches = _client_batches(fast_config, [4, 4])
     clients = [new_client_side(fast_config) for _ in batches]
     server = new_server_side(fast_config, CPU)
     reference = copy.deepcopy(server.model)
@@ -71,7 +71,7 @@ def test_a_client_that_drops_after_forward_leaves_the_mean_over_the_others(fast_
 
 
 def test_frozen_blocks_stay_bit_identical_and_fine_tuned_blocks_learn(fast_config):
-    runner = InProcessRunner(fast_config, load_task_data("shapes-qa", 2024), num_clients=4, device=CPU)
+    runner = InProcessRunner(fast_config, load_inputs(fast_config), num_clients=4, device=CPU)
     before = copy.deepcopy(runner.server.model.encoder.state_dict())
     runner.run_epoch(0)
     after = runner.server.model.encoder.state_dict()
@@ -83,14 +83,14 @@ def test_frozen_blocks_stay_bit_identical_and_fine_tuned_blocks_learn(fast_confi
 
 
 def test_clients_keep_their_own_tokenizers(fast_config):
-    runner = InProcessRunner(fast_config, load_task_data("shapes-qa", 2024), num_clients=4, device=CPU)
+    runner = InProcessRunner(fast_config, load_inputs(fast_config), num_clients=4, device=CPU)
     runner.run_epoch(0)
     first, second = (trainable_arrays(c.model) for c in runner.clients[:2])
     assert any(not np.array_equal(first[k], second[k]) for k in first)
 
 
 def test_restored_client_state_continues_exactly_like_the_live_client(fast_config):
-    batch = _client_batches([6])[0]
+    batch = _client_batches(fast_config, [6])[0]
     live, restored = new_client_side(fast_config), new_client_side(fast_config)
     grad = {k: torch.randn_like(v) for k, v in live.smashed(batch.inputs).items()}
     live.apply_cut_grad(batch.inputs, grad, lr=1e-3)

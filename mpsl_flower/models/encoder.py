@@ -31,6 +31,9 @@ ENCODER_SIZES: dict[str, EncoderSize] = {
     "vit-s16": EncoderSize(dim=384, depth=12, heads=6, patch=16),
     # Meta-Transformer base: the paper's model.
     "vit-b16": EncoderSize(dim=768, depth=12, heads=12, patch=16),
+    # Meta-Transformer large.
+    "vit-l14": EncoderSize(dim=1024, depth=24, heads=16, patch=14),
+    "vit-h14": EncoderSize(dim=1280, depth=32, heads=16, patch=14),
 }
 
 

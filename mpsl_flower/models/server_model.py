@@ -46,6 +46,7 @@ class ServerModel(nn.Module):
         self.adapters = nn.ModuleDict({modality: FeatureAdapter(size.dim) for modality in adapter_modalities})
         self.post_norm = nn.LayerNorm(size.dim, eps=1e-5) if post_layer_norm else nn.Identity()
         self.head = nn.Linear(size.dim, task.num_classes)
+        self.weight_sources: dict[str, str] = {}  # part -> file that initialised it (set by split.build)
 
     def forward(self, streams: dict[str, torch.Tensor]) -> torch.Tensor:
         encoded = {name: self.encoder(tokens) for name, tokens in streams.items()}

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import torch
+from timm.data import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from torch import nn
 
-from tasks.spec import FUSED_STREAM, AudioInput, ImageInput, TaskSpec, TextInput
+from tasks.spec import FUSED_STREAM, AudioInput, ImageInput, TaskSpec
 
 
 class ImageTokenizer(nn.Module):
-    """Patch embedding (conv, no bias) + CLS + learned position embedding, as in CLIP ViT."""
+    """Patch embedding (conv, no bias) + CLS + learned position embedding, as in CLIP ViT.
+
+    Pixels are normalised with CLIP's mean and std, which the OpenCLIP weights expect.
+    """
 
     def __init__(self, spec: ImageInput, dim: int, patch: int) -> None:
         super().__init__()
@@ -19,9 +23,11 @@ class ImageTokenizer(nn.Module):
         num_patches = (spec.size // patch) ** 2
         self.cls_token = nn.Parameter(torch.randn(dim) * dim**-0.5)
         self.pos_embed = nn.Parameter(torch.randn(num_patches + 1, dim) * dim**-0.5)
+        self.register_buffer("mean", torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, image_uint8: torch.Tensor) -> torch.Tensor:
-        pixels = image_uint8.float().div(255.0).sub(0.5).div(0.25)
+        pixels = (image_uint8.float() / 255.0 - self.mean) / self.std
         patches = self.patch_embed(pixels).flatten(2).transpose(1, 2)
         cls = self.cls_token.expand(patches.shape[0], 1, -1)
         return torch.cat([cls, patches], dim=1) + self.pos_embed
@@ -40,11 +46,17 @@ class AudioTokenizer(nn.Module):
         self.pos_embed = nn.Parameter(torch.randn(num_patches + 1, dim) * dim**-0.5)
 
     @classmethod
+    def grid(cls, num_frames: int, num_mel_bins: int) -> tuple[int, int]:
+        """(frequency, time) patches of a fbank: 12 x 101 for 128 bins and 1,024 frames."""
+        along_freq = (num_mel_bins - cls.kernel) // cls.stride + 1
+        along_time = (num_frames - cls.kernel) // cls.stride + 1
+        return along_freq, along_time
+
+    @classmethod
     def num_patches(cls, num_frames: int, num_mel_bins: int) -> int:
         """Patches of a fbank: the sequence grows with the clip length."""
-        along_time = (num_frames - cls.kernel) // cls.stride + 1
-        along_freq = (num_mel_bins - cls.kernel) // cls.stride + 1
-        return along_time * along_freq
+        along_freq, along_time = cls.grid(num_frames, num_mel_bins)
+        return along_freq * along_time
 
     def forward(self, fbank: torch.Tensor) -> torch.Tensor:
         # AST lays the fbank out as (mel, time) with frequency as the image height.
@@ -53,31 +65,21 @@ class AudioTokenizer(nn.Module):
         return torch.cat([cls, patches], dim=1) + self.pos_embed
 
 
-class FrozenBagOfWordsText(nn.Module):
-    """Frozen text encoder giving one token per text: mean of fixed random word vectors.
+class TextTokenizer(nn.Module):
+    """One token per text: the frozen text encoder's feature, zero-padded to the encoder width.
 
-    Stands in for the frozen CLIP text tower on the embedded task: it is frozen and yields
-    one vector per text, zero-padded to the encoder width, exactly where CLIP's 512-d
-    feature would go.
+    The frozen encoder itself runs once per dataset (its features are cached, see
+    `mpsl_flower.model_inputs`), so this module has no weights.
     """
 
-    feature_dim = 64
-
-    def __init__(self, spec: TextInput, dim: int, seed: int) -> None:
+    def __init__(self, dim: int) -> None:
         super().__init__()
-        if dim < self.feature_dim:
-            raise ValueError(f"encoder width {dim} is below the text feature width {self.feature_dim}")
-        generator = torch.Generator().manual_seed(seed)
-        table = torch.randn(len(spec.vocabulary), self.feature_dim, generator=generator)
-        table[0] = 0.0  # padding word
-        self.register_buffer("word_vectors", table)
         self.dim = dim
 
-    def forward(self, word_ids: torch.Tensor) -> torch.Tensor:
-        counts = (word_ids > 0).sum(dim=1, keepdim=True).clamp(min=1)
-        feature = self.word_vectors[word_ids].sum(dim=1) / counts
-        padded = nn.functional.pad(feature, (0, self.dim - self.feature_dim))
-        return padded.unsqueeze(1)
+    def forward(self, feature: torch.Tensor) -> torch.Tensor:
+        if feature.shape[-1] > self.dim:
+            raise ValueError(f"text features are {feature.shape[-1]} wide, wider than the encoder ({self.dim})")
+        return nn.functional.pad(feature.float(), (0, self.dim - feature.shape[-1])).unsqueeze(1)
 
 
 class ClientModel(nn.Module):
@@ -87,13 +89,15 @@ class ClientModel(nn.Module):
     image/audio tokens and the text token into one sequence; late fusion keeps them apart.
     """
 
-    def __init__(self, task: TaskSpec, dim: int, patch: int, pre_layer_norm: bool, seed: int) -> None:
+    def __init__(self, task: TaskSpec, dim: int, patch: int, pre_layer_norm: bool) -> None:
         super().__init__()
         self.task = task
+        self.dim = dim
         self.image = ImageTokenizer(task.image, dim, patch) if task.image else None
         self.audio = AudioTokenizer(task.audio, dim) if task.audio else None
-        self.text = FrozenBagOfWordsText(task.text, dim, seed) if task.text else None
+        self.text = TextTokenizer(dim) if task.text else None
         self.pre_norm = nn.LayerNorm(dim, eps=1e-5) if pre_layer_norm else nn.Identity()
+        self.weight_sources: dict[str, str] = {}  # part -> file that initialised it (set by split.build)
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         sequences = {}
@@ -102,7 +106,7 @@ class ClientModel(nn.Module):
         if self.audio is not None:
             sequences["audio"] = self.audio(inputs["fbank"])
         if self.text is not None:
-            sequences["text"] = self.text(inputs["text_ids"])
+            sequences["text"] = self.text(inputs["text_feature"])
         if self.task.streams == (FUSED_STREAM,):
             streams = {FUSED_STREAM: torch.cat(list(sequences.values()), dim=1)}
         else:
@@ -112,17 +116,17 @@ class ClientModel(nn.Module):
     def stream_shapes(self) -> dict[str, tuple[int, int]]:
         """(tokens, width) of each stream, for validating what a client sends."""
         with torch.no_grad():
-            example = self(example_inputs(self.task, batch=1))
+            example = self(example_inputs(self.task, batch=1, text_feature_dim=self.dim))
         return {name: tuple(tokens.shape[1:]) for name, tokens in example.items()}
 
 
-def example_inputs(task: TaskSpec, batch: int) -> dict[str, torch.Tensor]:
-    """Zero inputs of the right shapes and dtypes for `task`."""
+def example_inputs(task: TaskSpec, batch: int, text_feature_dim: int) -> dict[str, torch.Tensor]:
+    """Zero inputs of the right shapes and dtypes for `task` (any feature width up to the encoder's)."""
     inputs = {}
     if task.image:
         inputs["image"] = torch.zeros(batch, 3, task.image.size, task.image.size, dtype=torch.uint8)
     if task.audio:
         inputs["fbank"] = torch.zeros(batch, task.audio.num_frames, task.audio.num_mel_bins)
     if task.text:
-        inputs["text_ids"] = torch.zeros(batch, task.text.max_words, dtype=torch.long)
+        inputs["text_feature"] = torch.zeros(batch, text_feature_dim)
     return inputs

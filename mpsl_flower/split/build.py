@@ -11,6 +11,10 @@ import torch
 from mpsl_flower.config import RunConfig
 from mpsl_flower.models.encoder import ENCODER_SIZES
 from mpsl_flower.models.full_model import FullModel
+from mpsl_flower.models.pretrained import (
+    initialise_client_model,
+    initialise_server_model,
+)
 from mpsl_flower.models.server_model import ServerModel
 from mpsl_flower.models.tokenizers import ClientModel
 from mpsl_flower.split.client_side import ClientSide
@@ -19,10 +23,12 @@ from tasks.registry import TASKS
 
 
 def new_client_model(config: RunConfig) -> ClientModel:
-    """The initial client-side model (same weights for every client)."""
+    """The initial client-side model (same weights for every client): pretrained where files exist."""
     size = ENCODER_SIZES[config.encoder_size]
     torch.manual_seed(config.seed)
-    return ClientModel(TASKS[config.dataset], size.dim, size.patch, config.pre_layer_norm, config.seed)
+    model = ClientModel(TASKS[config.dataset], size.dim, size.patch, config.pre_layer_norm)
+    model.weight_sources = initialise_client_model(model, config)
+    return model
 
 
 def new_client_side(config: RunConfig) -> ClientSide:
@@ -40,7 +46,9 @@ def new_server_model(config: RunConfig) -> ServerModel:
     if config.method == "fedclip":
         finetune_blocks = 0
         adapters = tuple(m for m in task.modalities if config.adapter_modalities.get(m, False))
-    return ServerModel(task, ENCODER_SIZES[config.encoder_size], finetune_blocks, config.post_layer_norm, adapters)
+    model = ServerModel(task, ENCODER_SIZES[config.encoder_size], finetune_blocks, config.post_layer_norm, adapters)
+    model.weight_sources = initialise_server_model(model.encoder, model.post_norm, config)
+    return model
 
 
 def new_full_model(config: RunConfig) -> FullModel:

@@ -7,7 +7,12 @@ import torch
 from torch import nn
 
 from mpsl_flower.models.tokenizers import ClientModel
-from mpsl_flower.models.weights import load_optimizer_arrays, load_trainable, optimizer_arrays, trainable_arrays
+from mpsl_flower.models.weights import (
+    load_optimizer_arrays,
+    load_trainable,
+    optimizer_arrays,
+    trainable_arrays,
+)
 
 OPTIMIZER_PREFIX = "optimizer."
 

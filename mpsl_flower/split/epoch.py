@@ -10,9 +10,9 @@ import numpy as np
 from mpsl_flower.config import RunConfig
 from mpsl_flower.models.server_model import ServerModel
 from mpsl_flower.models.tokenizers import ClientModel
+from mpsl_flower.models.weights import load_trainable
 from mpsl_flower.split.aggregation import weighted_average
 from mpsl_flower.split.build import new_client_model
-from mpsl_flower.models.weights import load_trainable
 from mpsl_flower.split.evaluation import evaluate
 from mpsl_flower.split.server_side import ServerSide
 from tasks.data import SplitData

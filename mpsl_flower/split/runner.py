@@ -9,8 +9,8 @@ from __future__ import annotations
 import time
 
 from mpsl_flower.config import RunConfig
-from mpsl_flower.split.build import new_client_side, new_server_side, resolve_device
 from mpsl_flower.models.weights import trainable_arrays
+from mpsl_flower.split.build import new_client_side, new_server_side, resolve_device
 from mpsl_flower.split.client_side import loss_gradient
 from mpsl_flower.split.epoch import EpochTally, close_epoch
 from mpsl_flower.split.schedule import batch_rows, num_batches, step_lr, steps_per_epoch

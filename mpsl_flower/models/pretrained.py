@@ -1,0 +1,141 @@
+"""Initialise the model from the official weight files that are present; say what was used.
+
+| part | file (see `weight_files`) | without it |
+|---|---|---|
+| encoder blocks | Meta-Transformer encoder, else the OpenCLIP visual tower | random init |
+| image tokenizer, pre-LN (post-LN) | OpenCLIP `conv1`, `class_embedding`, `positional_embedding`, `ln_pre` (`ln_post`) | random init |
+| audio tokenizer | AST AudioSet checkpoint | random init |
+| text encoder (`text-encoder=auto`) | OpenCLIP text tower | MiniLM (384-d), or bag of words for narrow encoders |
+
+A missing file is not an error: the part falls back as above, a warning names the file,
+the folder to put it in and where to get it, and the returned sources record it for the
+results folder. A file that is present but unusable (truncated, another size) is an error:
+silently training from random weights when the user meant the pretrained ones wastes a run.
+
+Extracted weights are cached per process, so the hundreds of clients a Ray worker hosts
+read each checkpoint once.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import torch
+
+from mpsl_flower.config import MINILM_WIDTH, RunConfig
+from mpsl_flower.models.checkpoints import (
+    ast_audio_tokenizer,
+    load_meta_transformer,
+    open_clip_image_tokenizer,
+    open_clip_layer_norm,
+    open_clip_visual_blocks,
+    read_state_dict,
+)
+from mpsl_flower.models.encoder import ENCODER_SIZES, Encoder
+from mpsl_flower.models.text_encoders import (
+    FrozenTextEncoder,
+    bag_of_words_text_encoder,
+    clip_text_encoder,
+    minilm_text_encoder,
+)
+from mpsl_flower.models.tokenizers import AudioTokenizer, ClientModel
+from mpsl_flower.models.weight_files import (
+    AST_FILES,
+    META_TRANSFORMER_FILES,
+    OPEN_CLIP_FILES,
+    WeightFile,
+)
+from tasks.registry import TASKS
+
+logger = logging.getLogger(__name__)
+RANDOM = "random init"
+
+
+def _find(files: dict[str, WeightFile], config: RunConfig):
+    """The file for this encoder size if present; None otherwise (warned once per process)."""
+    entry = files.get(config.encoder_size)
+    if entry is None:
+        return None
+    folder = config.folder(entry.folder_key)
+    path = entry.find(folder)
+    if path is None:
+        _warn_once(entry.missing_message(folder))
+    return path
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_once(message: str) -> None:
+    logger.warning(message)
+
+
+@functools.lru_cache(maxsize=2)
+def _state(path) -> dict[str, torch.Tensor]:
+    return read_state_dict(path)
+
+
+@functools.lru_cache(maxsize=4)
+def client_initial_state(config: RunConfig) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Weights that replace the random init of the client model, and their sources by part."""
+    size, task = ENCODER_SIZES[config.encoder_size], TASKS[config.dataset]
+    template = ClientModel(task, size.dim, size.patch, config.pre_layer_norm)
+    state, sources = {}, {}
+    clip_path = _find(OPEN_CLIP_FILES, config) if task.image is not None or config.pre_layer_norm else None
+    if task.image is not None:
+        sources["image tokenizer"] = str(clip_path or RANDOM)
+        if clip_path:
+            parts = open_clip_image_tokenizer(_state(clip_path), template.image, clip_path)
+            state.update({f"image.{key}": value for key, value in parts.items()})
+    if config.pre_layer_norm:
+        sources["pre-LayerNorm"] = str(clip_path or RANDOM)
+        if clip_path:
+            norm = open_clip_layer_norm(_state(clip_path), "ln_pre", size.dim, clip_path)
+            state.update({f"pre_norm.{key}": value for key, value in norm.items()})
+    if task.audio is not None:
+        ast_path = _find(AST_FILES, config)
+        sources["audio tokenizer"] = str(ast_path or RANDOM)
+        if ast_path:
+            grid = AudioTokenizer.grid(task.audio.num_frames, task.audio.num_mel_bins)
+            parts = ast_audio_tokenizer(_state(ast_path), template.audio, grid, ast_path)
+            state.update({f"audio.{key}": value for key, value in parts.items()})
+    return state, sources
+
+
+def initialise_client_model(model: ClientModel, config: RunConfig) -> dict[str, str]:
+    """Load the pretrained tokenizer weights that are present into `model`; returns the sources."""
+    state, sources = client_initial_state(config)
+    model.load_state_dict(state, strict=False)
+    return sources
+
+
+def initialise_server_model(encoder: Encoder, post_norm: torch.nn.Module, config: RunConfig) -> dict[str, str]:
+    """Load the encoder blocks (and CLIP's `ln_post` when post-LN is on); returns the sources."""
+    sources = {}
+    meta_path = _find(META_TRANSFORMER_FILES, config)
+    clip_path = _find(OPEN_CLIP_FILES, config) if config.post_layer_norm or not meta_path else None
+    if meta_path:
+        load_meta_transformer(encoder, _state(meta_path), meta_path)
+        sources["encoder"] = str(meta_path)
+    elif clip_path:
+        load_meta_transformer(encoder, open_clip_visual_blocks(_state(clip_path)), clip_path)
+        sources["encoder"] = f"{clip_path} (visual tower)"
+    else:
+        sources["encoder"] = RANDOM
+    if config.post_layer_norm:
+        sources["post-LayerNorm"] = str(clip_path) if clip_path else RANDOM
+        if clip_path:
+            dim = ENCODER_SIZES[config.encoder_size].dim
+            post_norm.load_state_dict(open_clip_layer_norm(_state(clip_path), "ln_post", dim, clip_path))
+    return sources
+
+
+def resolve_text_encoder(config: RunConfig) -> FrozenTextEncoder:
+    """The frozen text encoder of this run (see the module table); cheap until it encodes."""
+    width = ENCODER_SIZES[config.encoder_size].dim
+    if config.text_encoder in ("auto", "clip"):
+        clip_path = _find(OPEN_CLIP_FILES, config)
+        if clip_path:
+            return clip_text_encoder(clip_path)
+    if config.text_encoder == "bag-of-words" or (config.text_encoder != "minilm" and width < MINILM_WIDTH):
+        return bag_of_words_text_encoder(config.seed)
+    return minilm_text_encoder()

@@ -1,0 +1,90 @@
+"""Write weight files in the official key layouts, with random values, for the loader tests.
+
+The layouts come from the libraries that define them (timm's ViT blocks for the
+Meta-Transformer file, OpenCLIP's `CLIP` for OpenCLIP checkpoints, timm blocks under
+`module.v.` for AST), never from our own model code, so a loader that drifts from the
+official names fails here.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import torch
+from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+from timm.models.vision_transformer import VisionTransformer
+
+
+def _perturbed(model: torch.nn.Module) -> torch.nn.Module:
+    """Add noise to every parameter: libraries start norms at one and biases at zero, which hides swaps."""
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.02)
+    return model.eval()
+
+
+def timm_vit(dim: int, depth: int, heads: int) -> VisionTransformer:
+    """A timm ViT with random weights and Meta-Transformer's LayerNorm eps: the reference encoder."""
+    torch.manual_seed(depth * 1000 + dim)
+    norm = partial(torch.nn.LayerNorm, eps=1e-5)
+    return _perturbed(VisionTransformer(embed_dim=dim, depth=depth, num_heads=heads, num_classes=0, norm_layer=norm))
+
+
+def write_meta_transformer(path: Path, vit: VisionTransformer) -> Path:
+    """`Meta-Transformer_*_encoder.pth`: a flat state_dict of the blocks, keys `{i}.{param}`."""
+    torch.save({key: value.clone() for key, value in vit.blocks.state_dict().items()}, path)
+    return path
+
+
+def open_clip_model(vision_width: int, vision_layers: int, patch: int, image: int, text_width: int = 64) -> CLIP:
+    """An OpenCLIP `CLIP` with random weights (GELU, as the LAION checkpoints use)."""
+    torch.manual_seed(vision_width + vision_layers)
+    vision = CLIPVisionCfg(layers=vision_layers, width=vision_width, patch_size=patch, image_size=image)
+    text = CLIPTextCfg(context_length=77, vocab_size=49408, width=text_width, heads=max(1, text_width // 64), layers=1)
+    return _perturbed(CLIP(embed_dim=32, vision_cfg=vision, text_cfg=text))
+
+
+def write_open_clip(folder: Path, model: CLIP, repository: str, suffix: str = ".bin") -> Path:
+    """An OpenCLIP checkpoint as its Hugging Face repository ships it (.bin or .safetensors)."""
+    target = folder / repository
+    target.mkdir(parents=True, exist_ok=True)
+    state = {key: value.detach().clone().contiguous() for key, value in model.state_dict().items()}
+    if suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        path = target / "open_clip_model.safetensors"
+        save_file(state, str(path))
+    else:
+        path = target / "open_clip_pytorch_model.bin"
+        torch.save(state, path)
+    return path
+
+
+def write_ast(path: Path, dim: int = 768, depth: int = 1, frequency_bins: int = 12, time_bins: int = 101) -> dict:
+    """`audioset_10_10_0.4593.pth`: AST saved from `nn.DataParallel` (`module.` prefix).
+
+    CLS and distillation tokens, positions for both plus the (frequency x time) patch grid,
+    the 16x16 patch conv with bias, timm blocks, a final norm and the 527-class AudioSet head.
+    Returns the state written.
+    """
+    torch.manual_seed(dim + depth)
+    vit = VisionTransformer(img_size=224, patch_size=16, embed_dim=dim, depth=depth, num_heads=max(1, dim // 64), num_classes=0)
+    state = {f"module.v.blocks.{key}": value for key, value in vit.blocks.state_dict().items()}
+    state.update(
+        {
+            "module.v.cls_token": torch.randn(1, 1, dim),
+            "module.v.dist_token": torch.randn(1, 1, dim),
+            "module.v.pos_embed": torch.randn(1, 2 + frequency_bins * time_bins, dim),
+            "module.v.patch_embed.proj.weight": torch.randn(dim, 1, 16, 16),
+            "module.v.patch_embed.proj.bias": torch.randn(dim),
+            "module.v.norm.weight": torch.ones(dim),
+            "module.v.norm.bias": torch.zeros(dim),
+            "module.mlp_head.0.weight": torch.ones(dim),
+            "module.mlp_head.0.bias": torch.zeros(dim),
+            "module.mlp_head.1.weight": torch.randn(527, dim),
+            "module.mlp_head.1.bias": torch.zeros(527),
+        }
+    )
+    torch.save(state, path)
+    return state
