@@ -67,7 +67,7 @@ def _load_client(context: Context, config: RunConfig) -> ClientSide:
     cached = _live_clients.get(key)
     if cached is not None and cached[0] == revision:
         return cached[1]
-    client = new_client_side(config)
+    client = new_client_side(config, pretrained=not revision)  # saved weights replace the initial ones
     if revision:
         client.load_state_arrays(wire.record_to_arrays(context.state[STATE_CLIENT]))
     _live_clients[key] = (revision, client)

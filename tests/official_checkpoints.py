@@ -24,16 +24,21 @@ def _perturbed(model: torch.nn.Module) -> torch.nn.Module:
     return model.eval()
 
 
-def timm_vit(dim: int, depth: int, heads: int) -> VisionTransformer:
-    """A timm ViT with random weights and Meta-Transformer's LayerNorm eps: the reference encoder."""
-    torch.manual_seed(depth * 1000 + dim)
+def timm_vit_blocks(dim: int, depth: int, heads: int) -> torch.nn.Module:
+    """The blocks of a timm ViT of that size with Meta-Transformer's LayerNorm eps, as timm initialises them."""
     norm = partial(torch.nn.LayerNorm, eps=1e-5)
-    return _perturbed(VisionTransformer(embed_dim=dim, depth=depth, num_heads=heads, num_classes=0, norm_layer=norm))
+    return VisionTransformer(embed_dim=dim, depth=depth, num_heads=heads, num_classes=0, norm_layer=norm).blocks
 
 
-def write_meta_transformer(path: Path, vit: VisionTransformer) -> Path:
+def timm_vit(dim: int, depth: int, heads: int) -> torch.nn.Module:
+    """Random timm ViT blocks with every tensor distinct: the reference encoder."""
+    torch.manual_seed(depth * 1000 + dim)
+    return _perturbed(timm_vit_blocks(dim, depth, heads))
+
+
+def write_meta_transformer(path: Path, blocks: torch.nn.Module) -> Path:
     """`Meta-Transformer_*_encoder.pth`: a flat state_dict of the blocks, keys `{i}.{param}`."""
-    torch.save({key: value.clone() for key, value in vit.blocks.state_dict().items()}, path)
+    torch.save({key: value.clone() for key, value in blocks.state_dict().items()}, path)
     return path
 
 

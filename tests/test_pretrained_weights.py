@@ -10,6 +10,7 @@ import torch
 from official_checkpoints import (
     open_clip_model,
     timm_vit,
+    timm_vit_blocks,
     write_ast,
     write_meta_transformer,
     write_open_clip,
@@ -52,9 +53,9 @@ def _config(tmp_path, **overrides):
 @pytest.fixture(scope="module")
 def meta_transformer_base(tmp_path_factory):
     """The full ViT-B/16 key set (144 tensors), written as the official file name."""
-    vit = timm_vit(VIT_B16.dim, VIT_B16.depth, VIT_B16.heads)
+    blocks = timm_vit(VIT_B16.dim, VIT_B16.depth, VIT_B16.heads)
     folder = tmp_path_factory.mktemp("model-weights")
-    return vit, write_meta_transformer(folder / "Meta-Transformer_base_patch16_encoder.pth", vit)
+    return blocks, write_meta_transformer(folder / "Meta-Transformer_base_patch16_encoder.pth", blocks)
 
 
 def test_meta_transformer_file_has_the_official_key_set(meta_transformer_base):
@@ -66,13 +67,13 @@ def test_meta_transformer_file_has_the_official_key_set(meta_transformer_base):
 
 
 def test_dropping_the_file_in_the_weights_dir_gives_the_pretrained_encoder(meta_transformer_base, tmp_path):
-    vit, path = meta_transformer_base
+    blocks, path = meta_transformer_base
     config = _config(tmp_path, **{"encoder-size": "vit-b16", "model-weights-dir": str(path.parent)})
     server = new_server_model(config)
     assert server.weight_sources["encoder"] == str(path)
     tokens = torch.randn(2, 9, VIT_B16.dim)
     with torch.no_grad():
-        torch.testing.assert_close(server.encoder(tokens), vit.blocks(tokens))
+        torch.testing.assert_close(server.encoder(tokens), blocks(tokens))
     # Loading keeps the fine-tuning split: the first depth - N blocks stay frozen.
     frozen = [not any(p.requires_grad for p in block.parameters()) for block in server.encoder.blocks]
     assert frozen == [i < VIT_B16.depth - config.finetune_blocks for i in range(VIT_B16.depth)]
@@ -80,7 +81,7 @@ def test_dropping_the_file_in_the_weights_dir_gives_the_pretrained_encoder(meta_
 
 def test_a_wrong_encoder_file_names_missing_unexpected_and_mismatched_keys(tmp_path):
     size = ENCODER_SIZES["vit-ti16"]
-    state = {key: value.clone() for key, value in timm_vit(size.dim, size.depth, size.heads).blocks.state_dict().items()}
+    state = {key: value.clone() for key, value in timm_vit(size.dim, size.depth, size.heads).state_dict().items()}
     del state["3.norm1.bias"]
     state["12.norm1.weight"] = torch.ones(size.dim)
     state["5.mlp.fc1.weight"] = torch.zeros(10, size.dim)
@@ -246,3 +247,14 @@ def test_minilm_fallback_is_a_real_pretrained_sentence_encoder():
     assert tuple(features.shape) == (3, 384)
     similarity = features @ features.T
     assert similarity[0, 1] > similarity[0, 2] + 0.2
+
+
+@pytest.mark.parametrize(("name", "millions"), [("vit-b16", 85.1), ("vit-l14", 302.3), ("vit-h14", 629.7)])
+def test_encoder_sizes_have_the_parameter_counts_of_timm_vits(name, millions):
+    """Block for block the same parameters as timm's ViT of that size (built on the meta device: no memory)."""
+    size = ENCODER_SIZES[name]
+    with torch.device("meta"):
+        ours = sum(p.numel() for p in Encoder(size, finetune_blocks=0).parameters())
+        reference = sum(p.numel() for p in timm_vit_blocks(size.dim, size.depth, size.heads).parameters())
+    assert ours == reference
+    assert round(ours / 1e6, 1) == millions

@@ -22,17 +22,22 @@ from mpsl_flower.split.server_side import ServerSide
 from tasks.registry import TASKS
 
 
-def new_client_model(config: RunConfig) -> ClientModel:
-    """The initial client-side model (same weights for every client): pretrained where files exist."""
+def new_client_model(config: RunConfig, pretrained: bool = True) -> ClientModel:
+    """The initial client-side model (same weights for every client): pretrained where files exist.
+
+    `pretrained=False` skips reading the weight files, for a model whose weights are about
+    to be replaced by saved ones (a client resuming from its node state).
+    """
     size = ENCODER_SIZES[config.encoder_size]
     torch.manual_seed(config.seed)
     model = ClientModel(TASKS[config.dataset], size.dim, size.patch, config.pre_layer_norm)
-    model.weight_sources = initialise_client_model(model, config)
+    if pretrained:
+        model.weight_sources = initialise_client_model(model, config)
     return model
 
 
-def new_client_side(config: RunConfig) -> ClientSide:
-    return ClientSide(new_client_model(config), config.learning_rate)
+def new_client_side(config: RunConfig, pretrained: bool = True) -> ClientSide:
+    return ClientSide(new_client_model(config, pretrained), config.learning_rate)
 
 
 def new_server_model(config: RunConfig) -> ServerModel:
