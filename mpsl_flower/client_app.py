@@ -32,6 +32,7 @@ from mpsl_flower.split.client_side import ClientSide, loss_gradient
 from mpsl_flower.split.schedule import batch_rows, step_lr
 from strategies import fedavg
 from tasks.data import SplitData
+from tasks.registry import TASKS
 
 app = ClientApp()
 
@@ -168,7 +169,7 @@ def loss_grad(msg: Message, context: Context) -> Message:
     logits = wire.record_to_tensors(msg.content[wire.LOGITS])["logits"]
     if logits.shape[0] != len(labels):
         raise ValueError(f"got logits for {logits.shape[0]} samples, the pending batch has {len(labels)}")
-    grad, loss_sum, correct = loss_gradient(logits, labels, int(step["total-batch"]))
+    grad, loss_sum, correct = loss_gradient(TASKS[config.dataset].objective, logits, labels, int(step["total-batch"]))
     metrics = {"loss-sum": loss_sum, "correct": correct, "num-examples": len(labels)}
     return _reply(msg, wire.LOGIT_GRAD, {"logit_grad": grad}, started, metrics)
 

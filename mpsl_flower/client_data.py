@@ -27,4 +27,4 @@ def client_partition(config: RunConfig, partition_id: int, num_partitions: int) 
 @functools.lru_cache(maxsize=256)
 def _partition(config: RunConfig, num_partitions: int, partition_id: int) -> SplitData:
     rows = _all_partition_rows(config.dataset, config.seed, config.split_type, num_partitions, config.dirichlet_alpha)
-    return load_inputs(config).train.select(rows[partition_id])
+    return load_inputs(config).train.subset(rows[partition_id])

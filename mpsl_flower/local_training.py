@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
+from mpsl_flower.models.full_model import FullModel
 from mpsl_flower.split.schedule import batch_rows, num_batches
 from tasks.data import SplitData
+from tasks.objectives import loss_sum_and_correct
 
 
 def train_local_epoch(
-    model: nn.Module,
+    model: FullModel,
     optimizer: torch.optim.Optimizer,
     data: SplitData,
     batch_size: int,
@@ -29,10 +30,10 @@ def train_local_epoch(
         batch = data.select(batch_rows(len(data), batch_size, seed, partition_id, epoch, step))
         labels = batch.labels.to(device)
         optimizer.zero_grad(set_to_none=True)
-        logits = model({name: tensor.to(device) for name, tensor in batch.inputs.items()})
-        loss = nn.functional.cross_entropy(logits, labels)
-        loss.backward()
+        outputs = model({name: tensor.to(device) for name, tensor in batch.inputs.items()})
+        batch_loss_sum, batch_correct = loss_sum_and_correct(model.server.objective, outputs, labels)
+        (batch_loss_sum / len(labels)).backward()
         optimizer.step()
-        loss_sum += float(loss.detach()) * len(labels)
-        correct += int((logits.argmax(dim=1) == labels).sum())
+        loss_sum += float(batch_loss_sum.detach())
+        correct += batch_correct
     return {"loss-sum": loss_sum, "correct": correct, "num-examples": len(data), "steps": steps}

@@ -51,8 +51,8 @@ def _cache_key(encoder: FrozenTextEncoder, data: TaskData) -> str:
     digest = hashlib.sha256(encoder.identity.encode())
     for split in (data.train, data.test):
         digest.update(b"\x00split")
-        for text in split.texts:
-            digest.update(text.encode() + b"\x00")
+        for texts in split.texts:
+            digest.update("\x01".join(texts).encode() + b"\x00")
     return digest.hexdigest()[:20]
 
 
@@ -71,11 +71,17 @@ def _text_features(config: RunConfig, encoder: FrozenTextEncoder, data: TaskData
             logger.warning("text-feature cache %s does not match this data; recomputing it", path)
         except Exception as error:  # a damaged cache file is rebuilt, never trusted
             logger.warning("text-feature cache %s is unreadable (%s); recomputing it", path, error)
-    logger.info("computing %s text features of %d texts", encoder.name, len(data.train) + len(data.test))
-    train, test = encoder.encode(data.train.texts), encoder.encode(data.test.texts)
+    logger.info("computing %s text features of %d samples", encoder.name, len(data.train) + len(data.test))
+    train, test = _encode_per_sample(encoder, data.train.texts), _encode_per_sample(encoder, data.test.texts)
     if path is not None:
         _save_atomically({"identity": encoder.identity, "train": train, "test": test}, path)
     return train, test
+
+
+def _encode_per_sample(encoder: FrozenTextEncoder, texts: list[tuple[str, ...]]) -> torch.Tensor:
+    """Features [samples, texts per sample, width]: every text of every sample, encoded once."""
+    features = encoder.encode([text for sample in texts for text in sample])
+    return features.reshape(len(texts), -1, features.shape[-1])
 
 
 def _save_atomically(payload: dict, path: Path) -> None:

@@ -41,7 +41,7 @@ class MpslStrategy:
         self.template = new_client_model(config)
         self.stream_shapes = self.template.stream_shapes()
         self.client_weight_shapes = {n: tuple(p.shape) for n, p in self.template.named_parameters() if p.requires_grad}
-        self.num_classes = server.model.head.out_features
+        self.output_shape = server.model.output_shape
         self.pending_cut_grads: dict[int, tuple[dict[str, torch.Tensor], int, int]] = {}
         self.history: list[dict] = []
 
@@ -168,7 +168,7 @@ class MpslStrategy:
         reply = result.replies[node]
         if not np.isfinite(float(reply[wire.CLIENT_METRICS]["loss-sum"])):
             return "client reported a non-finite loss"
-        expected = {"logit_grad": (size, self.num_classes)}
+        expected = {"logit_grad": (size, *self.output_shape)}
         return wire.check_arrays(wire.record_to_arrays(reply[wire.LOGIT_GRAD]), expected, "loss gradient")
 
     def _drop(self, client: ClientInfo, epoch: int, step: int, reason: str, tally: EpochTally) -> None:

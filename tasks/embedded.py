@@ -105,7 +105,7 @@ def _qa_sample(rng: np.random.Generator) -> dict:
         question, answer = f"what color is the {shape}?", color
     else:
         question, answer = f"what shape is the {color} object?", shape
-    return {"image": image, "text": question, "label": QA_ANSWERS.index(answer)}
+    return {"image": image, "text": (question,), "label": QA_ANSWERS.index(answer)}
 
 
 def tone_fbank(frequency_hz: float, rng: np.random.Generator) -> np.ndarray:

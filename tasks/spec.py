@@ -12,6 +12,8 @@ from dataclasses import dataclass
 EARLY_FUSION = "early"
 LATE_FUSION = "late"
 FUSED_STREAM = "fused"
+CLASSIFICATION = "classification"  # head + cross-entropy, metric accuracy
+RETRIEVAL = "retrieval"  # no head: image and caption embeddings, contrastive loss, metric R@1/5/10
 
 
 @dataclass(frozen=True)
@@ -31,11 +33,13 @@ class AudioInput:
 
 @dataclass(frozen=True)
 class TextInput:
-    """A text per sample; a frozen text encoder turns it into one feature, hence one token.
+    """Texts per sample (a question, or 5 captions); a frozen encoder makes each one feature, one token.
 
     The encoder is frozen, so its features are computed once per dataset and cached
     (`mpsl_flower.model_inputs`); the client tokenizer only pads them to the encoder width.
     """
+
+    per_sample: int = 1
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ class TaskSpec:
     class_names: tuple[str, ...]
     fusion: str
     readout: tuple[tuple[str, int, str], ...]
+    objective: str = CLASSIFICATION
     image: ImageInput | None = None
     audio: AudioInput | None = None
     text: TextInput | None = None
@@ -64,10 +69,15 @@ class TaskSpec:
 
     @property
     def streams(self) -> tuple[str, ...]:
-        """Token sequences sent from client to server, in a fixed order."""
+        """Token sequences sent from client to server, in a fixed order.
+
+        Late fusion sends the image and audio sequences apart; retrieval sends the image
+        sequence and the caption tokens apart (each caption is encoded on its own).
+        """
         if self.fusion == EARLY_FUSION:
             return (FUSED_STREAM,)
-        return tuple(name for name in ("image", "audio") if getattr(self, name) is not None)
+        separate = ("image", "audio", "text") if self.objective == RETRIEVAL else ("image", "audio")
+        return tuple(name for name in separate if getattr(self, name) is not None)
 
     @property
     def input_columns(self) -> tuple[str, ...]:

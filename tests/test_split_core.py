@@ -17,6 +17,7 @@ from mpsl_flower.split.build import new_client_side, new_server_side
 from mpsl_flower.split.client_side import loss_gradient
 from mpsl_flower.split.runner import InProcessRunner
 from mpsl_flower.split.schedule import batch_rows, num_batches, step_lr, steps_per_epoch
+from tasks.spec import CLASSIFICATION
 
 CPU = torch.device("cpu")
 
@@ -39,7 +40,7 @@ def test_one_step_equals_a_joint_step_on_the_concatenated_batch(fast_config, dat
 
     logits = server.forward([c.smashed(b.inputs) for c, b in zip(clients, batches)])
     total = sum(len(b) for b in batches)
-    grads = [loss_gradient(part, b.labels, total)[0] for part, b in zip(logits, batches)]
+    grads = [loss_gradient(CLASSIFICATION, part, b.labels, total)[0] for part, b in zip(logits, batches)]
     cut_grads = server.backward(grads)
 
     inputs = {k: torch.cat([b.inputs[k] for b in batches]) for k in batches[0].inputs}
@@ -60,7 +61,7 @@ def test_a_client_that_drops_after_forward_leaves_the_mean_over_the_others(fast_
     reference = copy.deepcopy(server.model)
 
     logits = server.forward([c.smashed(b.inputs) for c, b in zip(clients, batches)])
-    grad0 = loss_gradient(logits[0], batches[0].labels, total_batch=8)[0]
+    grad0 = loss_gradient(CLASSIFICATION, logits[0], batches[0].labels, total_batch=8)[0]
     cut_grads = server.backward([grad0, None])
     assert cut_grads[1] is None
 

@@ -60,7 +60,7 @@ class AudioTokenizer(nn.Module):
 
     def forward(self, fbank: torch.Tensor) -> torch.Tensor:
         # AST lays the fbank out as (mel, time) with frequency as the image height.
-        patches = self.patch_embed(fbank.transpose(1, 2).unsqueeze(1)).flatten(2).transpose(1, 2)
+        patches = self.patch_embed(fbank.float().transpose(1, 2).unsqueeze(1)).flatten(2).transpose(1, 2)
         cls = self.cls_token.expand(patches.shape[0], 1, -1)
         return torch.cat([cls, patches], dim=1) + self.pos_embed
 
@@ -68,6 +68,7 @@ class AudioTokenizer(nn.Module):
 class TextTokenizer(nn.Module):
     """One token per text: the frozen text encoder's feature, zero-padded to the encoder width.
 
+    Takes features [batch, texts per sample, width] and gives as many tokens per sample.
     The frozen encoder itself runs once per dataset (its features are cached, see
     `mpsl_flower.model_inputs`), so this module has no weights.
     """
@@ -76,10 +77,10 @@ class TextTokenizer(nn.Module):
         super().__init__()
         self.dim = dim
 
-    def forward(self, feature: torch.Tensor) -> torch.Tensor:
-        if feature.shape[-1] > self.dim:
-            raise ValueError(f"text features are {feature.shape[-1]} wide, wider than the encoder ({self.dim})")
-        return nn.functional.pad(feature.float(), (0, self.dim - feature.shape[-1])).unsqueeze(1)
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if features.shape[-1] > self.dim:
+            raise ValueError(f"text features are {features.shape[-1]} wide, wider than the encoder ({self.dim})")
+        return nn.functional.pad(features.float(), (0, self.dim - features.shape[-1]))
 
 
 class ClientModel(nn.Module):
@@ -128,5 +129,5 @@ def example_inputs(task: TaskSpec, batch: int, text_feature_dim: int) -> dict[st
     if task.audio:
         inputs["fbank"] = torch.zeros(batch, task.audio.num_frames, task.audio.num_mel_bins)
     if task.text:
-        inputs["text_feature"] = torch.zeros(batch, text_feature_dim)
+        inputs["text_feature"] = torch.zeros(batch, task.text.per_sample, text_feature_dim)
     return inputs

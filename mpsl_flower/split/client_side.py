@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 
 from mpsl_flower.models.tokenizers import ClientModel
 from mpsl_flower.models.weights import (
@@ -13,6 +12,7 @@ from mpsl_flower.models.weights import (
     optimizer_arrays,
     trainable_arrays,
 )
+from tasks.objectives import loss_sum_and_correct
 
 OPTIMIZER_PREFIX = "optimizer."
 
@@ -57,15 +57,16 @@ class ClientSide:
         load_optimizer_arrays(self.optimizer, optimizer)
 
 
-def loss_gradient(logits: torch.Tensor, labels: torch.Tensor, total_batch: int) -> tuple[torch.Tensor, float, int]:
-    """dL/dlogits of this client's share of the batch-mean cross-entropy.
+def loss_gradient(
+    objective: str, outputs: torch.Tensor, labels: torch.Tensor, total_batch: int
+) -> tuple[torch.Tensor, float, int]:
+    """dL/doutputs of this client's share of the batch-mean loss (logits, or retrieval embeddings).
 
     The client's loss is weighted by m_i / sum(m), i.e. its summed loss divided by the global
     batch, so that the server's total equals the mean over the whole batch.
     Returns (gradient, summed loss, correct predictions).
     """
-    logits = logits.detach().float().requires_grad_(True)
-    loss_sum = nn.functional.cross_entropy(logits, labels, reduction="sum")
+    outputs = outputs.detach().float().requires_grad_(True)
+    loss_sum, correct = loss_sum_and_correct(objective, outputs, labels)
     (loss_sum / total_batch).backward()
-    correct = int((logits.argmax(dim=1) == labels).sum())
-    return logits.grad, float(loss_sum.detach()), correct
+    return outputs.grad, float(loss_sum.detach()), correct

@@ -3,24 +3,36 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from mpsl_flower.models.server_model import ServerModel
 from mpsl_flower.models.tokenizers import ClientModel
 from tasks.data import SplitData
+from tasks.objectives import loss_sum_and_correct, retrieval_recalls
+from tasks.spec import RETRIEVAL
 
 
 @torch.no_grad()
 def evaluate(client_model: ClientModel, server_model: ServerModel, split: SplitData, batch_size: int) -> dict[str, float]:
-    """Mean cross-entropy and accuracy of the split model on `split`."""
+    """Mean loss and accuracy of the split model on `split`; retrieval adds R@1/5/10 both ways.
+
+    For retrieval the loss is the in-batch contrastive loss of `batch_size` batches, and
+    `test_accuracy` is the mean of R@1 image->text and text->image over the whole split.
+    """
     device = next(server_model.parameters()).device
     client_model.eval()
     server_model.eval()
-    loss_sum, correct = 0.0, 0
+    loss_sum, correct, outputs = 0.0, 0, []
     for start in range(0, len(split), batch_size):
         batch = split.select(range(start, min(start + batch_size, len(split))))
         streams = {name: tokens.to(device) for name, tokens in client_model(batch.inputs).items()}
-        logits = server_model(streams).cpu()
-        loss_sum += float(nn.functional.cross_entropy(logits, batch.labels, reduction="sum"))
-        correct += int((logits.argmax(dim=1) == batch.labels).sum())
-    return {"test_loss": loss_sum / len(split), "test_accuracy": correct / len(split)}
+        batch_outputs = server_model(streams).cpu()
+        batch_loss, batch_correct = loss_sum_and_correct(server_model.objective, batch_outputs, batch.labels)
+        loss_sum, correct = loss_sum + float(batch_loss), correct + batch_correct
+        if server_model.objective == RETRIEVAL:
+            outputs.append(batch_outputs)
+    metrics = {"test_loss": loss_sum / len(split), "test_accuracy": correct / len(split)}
+    if server_model.objective == RETRIEVAL:
+        recalls = retrieval_recalls(torch.cat(outputs))
+        metrics.update(recalls)
+        metrics["test_accuracy"] = (recalls["test_r1_image_to_text"] + recalls["test_r1_text_to_image"]) / 2
+    return metrics

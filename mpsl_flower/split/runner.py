@@ -29,7 +29,7 @@ class InProcessRunner:
         rows = partition_rows(
             data.train, TASKS[config.dataset].class_names, config.split_type, num_clients, config.dirichlet_alpha, config.seed
         )
-        self.partitions: list[SplitData] = [data.train.select(r) for r in rows]
+        self.partitions: list[SplitData] = [data.train.subset(r) for r in rows]
         self.clients = [new_client_side(config) for _ in range(num_clients)]
         self.server = new_server_side(config, device or resolve_device(config))
         self.client_batch_size = config.client_batch_size(num_clients)
@@ -58,7 +58,7 @@ class InProcessRunner:
         total = sum(len(b) for b in batches)
         logit_grads = []
         for part, b in zip(logits, batches):
-            grad, loss_sum, correct = loss_gradient(part, b.labels, total)
+            grad, loss_sum, correct = loss_gradient(self.server.model.objective, part, b.labels, total)
             tally.add_client_loss(loss_sum, correct, len(b))
             logit_grads.append(grad)
         tally.client_compute_s += time.perf_counter() - started

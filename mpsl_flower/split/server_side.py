@@ -53,7 +53,7 @@ class ServerSide:
         result: list[dict[str, torch.Tensor] | None] = [None] * len(self._sizes)
         if kept:
             grads = [
-                grad.to(self.device) if grad is not None else torch.zeros(size, self._logits.shape[1], device=self.device)
+                grad.to(self.device) if grad is not None else torch.zeros(size, *self._logits.shape[1:], device=self.device)
                 for size, grad in zip(self._sizes, logit_grads)
             ]
             self.optimizer.zero_grad(set_to_none=True)
