@@ -8,13 +8,13 @@ from mpsl_flower.config import RunConfig
 from mpsl_flower.model_inputs import load_inputs
 from tasks.data import SplitData
 from tasks.partitioning import partition_rows
-from tasks.registry import TASKS, load_task_data
+from tasks.registry import TASKS
 
 
 @functools.lru_cache(maxsize=4)
-def _all_partition_rows(dataset: str, seed: int, split_type: str, num_partitions: int, alpha: float) -> list[list[int]]:
-    data = load_task_data(dataset, seed)
-    return partition_rows(data.train, TASKS[dataset].class_names, split_type, num_partitions, alpha, seed)
+def _all_partition_rows(config: RunConfig, num_partitions: int) -> list[list[int]]:
+    train = load_inputs(config).train
+    return partition_rows(train, TASKS[config.dataset].num_classes, config.split_type, num_partitions, config.dirichlet_alpha, config.seed)
 
 
 def client_partition(config: RunConfig, partition_id: int, num_partitions: int) -> SplitData:
@@ -26,5 +26,21 @@ def client_partition(config: RunConfig, partition_id: int, num_partitions: int) 
 
 @functools.lru_cache(maxsize=256)
 def _partition(config: RunConfig, num_partitions: int, partition_id: int) -> SplitData:
-    rows = _all_partition_rows(config.dataset, config.seed, config.split_type, num_partitions, config.dirichlet_alpha)
+    rows = _all_partition_rows(config, num_partitions)
     return load_inputs(config).train.subset(rows[partition_id])
+
+
+def partition_label_counts(config: RunConfig, num_partitions: int) -> dict[int, dict[int, int]]:
+    """Each partition's samples per label, as the seeded partitioner makes them (for `run_info.json`).
+
+    Computed where the data is (the server of a simulation, or any machine with the dataset),
+    never reported by clients. Empty for retrieval tasks, which have no labels.
+    """
+    if TASKS[config.dataset].num_classes == 0:
+        return {}
+    labels = load_inputs(config).train.labels
+    counts = {}
+    for partition_id, rows in enumerate(_all_partition_rows(config, num_partitions)):
+        values, tallies = labels[rows].unique(return_counts=True)
+        counts[partition_id] = dict(zip(values.tolist(), tallies.tolist()))
+    return counts

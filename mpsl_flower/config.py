@@ -23,6 +23,7 @@ DEVICES = ("auto", "cpu", "cuda")
 TEXT_ENCODERS = ("auto", "clip", "minilm", "bag-of-words")
 MINILM_WIDTH = 384
 DEFAULT_OUTPUT_DIR = "~/mpsl-flower-results"
+DEFAULT_CACHE_DIR = "~/.cache/mpsl-flower"
 
 
 class ConfigError(ValueError):
@@ -53,7 +54,7 @@ class RunConfig:
     encoder_size: str = field(default="tiny-default", metadata=_key("encoder-size", choices=tuple(ENCODER_SIZES)))
     text_encoder: str = field(default="auto", metadata=_key("text-encoder", choices=TEXT_ENCODERS))
     data_dir: str = field(default="", metadata=_key("torch-data-dir", path="existing"))
-    cache_dir: str = field(default="", metadata=_key("pre-processors-cache-dir", path="created"))
+    cache_dir: str = field(default=DEFAULT_CACHE_DIR, metadata=_key("pre-processors-cache-dir", path="created"))
     tokenizer_weights_dir: str = field(default="", metadata=_key("tokenizer-weights-cache-dir", path="created"))
     model_weights_dir: str = field(default="", metadata=_key("model-weights-dir", path="existing"))
     output_dir: str = field(default=DEFAULT_OUTPUT_DIR, metadata=_key("output-dir", path="created"))

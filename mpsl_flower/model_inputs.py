@@ -29,7 +29,7 @@ _in_memory: dict[tuple, TaskData] = {}
 
 def load_inputs(config: RunConfig) -> TaskData:
     """Train and test splits of the run's task, with a `text_feature` column when it has text."""
-    data = load_task_data(config.dataset, config.seed)
+    data = load_task_data(config.dataset, config.seed, config.resolved_path("data_dir"), config.resolved_path("cache_dir"))
     if TASKS[config.dataset].text is None:
         return data
     encoder = resolve_text_encoder(config)

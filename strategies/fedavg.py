@@ -26,6 +26,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from mpsl_flower import wire
+from mpsl_flower.client_data import partition_label_counts
 from mpsl_flower.config import RunConfig
 from mpsl_flower.models.weights import load_trainable, trainable_arrays
 from mpsl_flower.results import RunResults, model_facts
@@ -72,6 +73,7 @@ class FederatedAveraging(FedAvg):
                 {
                     "num_clients": len(self.clients),
                     "partition_sizes": sizes,
+                    "partition_label_counts": partition_label_counts(self.config, len(self.clients)),
                     "client_batch_size": self.client_batch_size,
                     "steps_per_epoch": steps_per_epoch(list(sizes.values()), self.client_batch_size),
                     "device": str(next(self.model.parameters()).device),

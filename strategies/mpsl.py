@@ -19,6 +19,7 @@ from flwr.common import log
 from flwr.serverapp import Grid
 
 from mpsl_flower import wire
+from mpsl_flower.client_data import partition_label_counts
 from mpsl_flower.config import RunConfig
 from mpsl_flower.results import RunResults, model_facts
 from mpsl_flower.split.build import new_client_model
@@ -71,6 +72,7 @@ class MpslStrategy:
         return {
             "num_clients": len(clients),
             "partition_sizes": {c.partition_id: c.num_examples for c in clients},
+            "partition_label_counts": partition_label_counts(self.config, len(clients)),
             "client_batch_size": client_batch_size,
             "steps_per_epoch": steps,
             "device": str(self.server.device),

@@ -79,9 +79,9 @@ class SplitData:
     def _texts(self, rows: torch.Tensor) -> list[tuple[str, ...]] | None:
         return [self.texts[row] for row in rows.tolist()] if self.texts is not None else None
 
-    def index_dataset(self, class_names: tuple[str, ...]) -> Dataset:
+    def index_dataset(self, num_classes: int) -> Dataset:
         """A `datasets.Dataset` with one (row, label) per sample, for flwr-datasets partitioners."""
-        label = ClassLabel(names=list(class_names)) if class_names else Value("int64")  # retrieval: no classes
+        label = ClassLabel(num_classes=num_classes) if num_classes else Value("int64")  # retrieval: no classes
         features = Features({"row": Value("int64"), "label": label})
         return Dataset.from_dict({"row": list(range(len(self))), "label": self.labels.tolist()}, features=features)
 

@@ -12,7 +12,10 @@ MIN_PARTITION_SIZE = 10
 
 
 def make_partitioner(split_type: str, num_partitions: int, alpha: float, seed: int) -> Partitioner:
-    """`noniid`: Dirichlet over labels (self-balancing, >= 10 per client); `iid`: even random split."""
+    """`noniid`: Dirichlet over labels (self-balancing, >= 10 per client); `iid`: even split.
+
+    `IidPartitioner` cuts contiguous shards, so `partition_rows` shuffles the rows first.
+    """
     if split_type == "iid":
         return IidPartitioner(num_partitions=num_partitions)
     if split_type == "noniid":
@@ -29,11 +32,18 @@ def make_partitioner(split_type: str, num_partitions: int, alpha: float, seed: i
 
 
 def partition_rows(
-    train: SplitData, class_names: tuple[str, ...], split_type: str, num_partitions: int, alpha: float, seed: int
+    train: SplitData, num_classes: int, split_type: str, num_partitions: int, alpha: float, seed: int
 ) -> list[list[int]]:
-    """Row indices of every partition; the same arguments always give the same partitions."""
+    """Row indices of every partition; the same arguments always give the same partitions.
+
+    Retrieval tasks (`num_classes` 0) have no labels to skew: they always get the even
+    random split.
+    """
+    if num_classes == 0:
+        split_type = "iid"
     partitioner = make_partitioner(split_type, num_partitions, alpha, seed)
-    partitioner.dataset = train.index_dataset(class_names)
+    index = train.index_dataset(num_classes)
+    partitioner.dataset = index.shuffle(seed=seed) if split_type == "iid" else index
     with warnings.catch_warnings():
         # flwr-datasets warns on every Dirichlet redraw; only a final failure matters.
         warnings.simplefilter("ignore", UserWarning)

@@ -1,14 +1,37 @@
-"""The tasks a run can choose by name, and how to load their data."""
+"""The tasks a run can choose by name, and how to load their data.
+
+Embedded tasks are generated from the seed. Real datasets are read from their official
+layout under `torch-data-dir` (each module in `tasks/datasets/` says which) and decoded once
+into the preprocessing cache.
+"""
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 from tasks import embedded
 from tasks.data import TaskData
+from tasks.datasets import REAL_DATASETS
+from tasks.preprocess import DatasetError, build_split
 from tasks.spec import TaskSpec
 
-TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (embedded.SHAPES_QA, embedded.SHAPES_AV)}
+EMBEDDED: dict[str, TaskSpec] = {spec.name: spec for spec in (embedded.SHAPES_QA, embedded.SHAPES_AV)}
+TASKS: dict[str, TaskSpec] = {**EMBEDDED, **{name: module.SPEC for name, module in REAL_DATASETS.items()}}
 
 
-def load_task_data(name: str, seed: int) -> TaskData:
+@functools.lru_cache(maxsize=4)
+def load_task_data(name: str, seed: int, data_dir: Path | None = None, cache_dir: Path | None = None) -> TaskData:
     """Train and test splits of task `name`; embedded tasks are generated from `seed`."""
-    return embedded.generate(name, seed)
+    if name in EMBEDDED:
+        return embedded.generate(name, seed)
+    module = REAL_DATASETS[name]
+    if data_dir is None:
+        raise DatasetError(
+            f"dataset={name!r} is read from disk: set torch-data-dir to the folder that holds {module.FOLDER}/ "
+            f"(README, 'Datasets')"
+        )
+    if cache_dir is None:
+        raise DatasetError(f"dataset={name!r} is decoded into pre-processors-cache-dir: set it to a folder with free space")
+    splits = module.samples(Path(data_dir))
+    return TaskData(*(build_split(module.SPEC, splits[split], cache_dir, split) for split in ("train", "test")))

@@ -161,6 +161,8 @@ def test_a_run_leaves_config_metrics_and_model_in_its_results_folder(fast_run_co
     assert json.loads((folder / "config.json").read_text())["nr-of-epochs"] == 2
     info = json.loads((folder / "run_info.json").read_text())
     assert info["num_clients"] == NUM_CLIENTS
+    label_counts = info["partition_label_counts"]
+    assert {int(p): sum(c.values()) for p, c in label_counts.items()} == {int(p): n for p, n in info["partition_sizes"].items()}
     saved = torch.load(folder / "mpsl_model.pt")
     # Exact counts: every client tensor trains; the server's frozen blocks are the frozen ones.
     assert info["client_trainable_parameters"] == sum(t.numel() for t in saved["client"].values())

@@ -8,7 +8,7 @@ import pytest
 from tasks.partitioning import MIN_PARTITION_SIZE, partition_rows
 from tasks.registry import TASKS, load_task_data
 
-CLASSES = TASKS["shapes-qa"].class_names
+CLASSES = TASKS["shapes-qa"].num_classes
 
 
 def _train():

@@ -27,7 +27,7 @@ class InProcessRunner:
         self.config = config
         self.test = data.test
         rows = partition_rows(
-            data.train, TASKS[config.dataset].class_names, config.split_type, num_clients, config.dirichlet_alpha, config.seed
+            data.train, TASKS[config.dataset].num_classes, config.split_type, num_clients, config.dirichlet_alpha, config.seed
         )
         self.partitions: list[SplitData] = [data.train.subset(r) for r in rows]
         self.clients = [new_client_side(config) for _ in range(num_clients)]

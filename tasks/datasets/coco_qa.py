@@ -1,0 +1,82 @@
+"""COCO-QA (Ren et al., 2015): a question about a COCO 2014 image, one of 430 one-word answers.
+
+Layout under `torch-data-dir` (the release zip unpacks to `coco-qa/`; images are COCO 2014):
+
+    coco-qa/train/{questions,answers,img_ids,types}.txt   one line per QA pair, aligned
+    coco-qa/test/{questions,answers,img_ids,types}.txt
+    coco/train2014/COCO_train2014_<id:012d>.jpg            train questions use train2014 images
+    coco/val2014/COCO_val2014_<id:012d>.jpg                test questions use val2014 images
+
+Classes are the answers of the train split in sorted order (430 in the release); a test
+answer never seen in training cannot be predicted and that pair is left out, counted.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from tasks.download import Archive
+from tasks.preprocess import DatasetError, Sample
+from tasks.spec import EARLY_FUSION, FUSED_STREAM, ImageInput, TaskSpec, TextInput
+
+logger = logging.getLogger(__name__)
+FOLDER = "coco-qa"
+NUM_ANSWERS = 430
+FIELDS = ("questions", "answers", "img_ids", "types")
+IMAGE_FOLDERS = {"train": "train2014", "test": "val2014"}
+
+SPEC = TaskSpec(
+    name="coco-qa",
+    description="COCO-QA: COCO image + question, 430-answer classification (early fusion)",
+    num_classes=NUM_ANSWERS,
+    class_names=(),
+    fusion=EARLY_FUSION,
+    readout=((FUSED_STREAM, 0, "image"), (FUSED_STREAM, -1, "text")),
+    image=ImageInput(size=224),
+    text=TextInput(),
+)
+
+COCO_2014_IMAGES = [
+    Archive("http://images.cocodataset.org/zips/train2014.zip", "train2014.zip", "coco"),
+    Archive("http://images.cocodataset.org/zips/val2014.zip", "val2014.zip", "coco"),
+]
+ARCHIVES = [
+    Archive("http://www.cs.toronto.edu/~mren/research/imageqa/data/cocoqa/cocoqa-2015-05-17.zip", "cocoqa-2015-05-17.zip", FOLDER),
+    *COCO_2014_IMAGES,
+]
+
+
+def coco_image(data_dir: Path, folder: str, image_id: int) -> Path:
+    """Path of a COCO 2014 image by id, e.g. coco/val2014/COCO_val2014_000000391895.jpg."""
+    return data_dir / "coco" / folder / f"COCO_{folder}_{image_id:012d}.jpg"
+
+
+def _read_split(data_dir: Path, split: str) -> list[tuple[str, str, int]]:
+    folder = data_dir / FOLDER / split
+    columns = {}
+    for field in FIELDS:
+        path = folder / f"{field}.txt"
+        if not path.is_file():
+            raise DatasetError(f"COCO-QA: {path} is missing; run `python -m tasks.download coco-qa --data-dir {data_dir}`")
+        columns[field] = path.read_text(encoding="utf-8").splitlines()
+    lengths = {field: len(lines) for field, lines in columns.items()}
+    if len(set(lengths.values())) != 1:
+        raise DatasetError(f"COCO-QA {split}: the files have different line counts {lengths}; the download is damaged")
+    return [(q.strip(), a.strip(), int(i)) for q, a, i in zip(columns["questions"], columns["answers"], columns["img_ids"])]
+
+
+def samples(data_dir: Path) -> dict[str, list[Sample]]:
+    rows = {split: _read_split(data_dir, split) for split in ("train", "test")}
+    answers = sorted({answer for _, answer, _ in rows["train"]})
+    if len(answers) > NUM_ANSWERS:
+        raise DatasetError(f"COCO-QA train has {len(answers)} distinct answers, more than the {NUM_ANSWERS} of the release")
+    label = {answer: index for index, answer in enumerate(answers)}
+    result = {}
+    for split, pairs in rows.items():
+        folder = IMAGE_FOLDERS[split]
+        known = [(q, a, i) for q, a, i in pairs if a in label]
+        if len(known) < len(pairs):
+            logger.warning("COCO-QA %s: %d pairs left out, their answer never occurs in train", split, len(pairs) - len(known))
+        result[split] = [Sample(label[a], texts=(q,), image=str(coco_image(data_dir, folder, i))) for q, a, i in known]
+    return result

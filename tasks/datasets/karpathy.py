@@ -1,0 +1,63 @@
+"""Karpathy splits (`dataset_<name>.json` of caption_datasets.zip), shared by Flickr30K and MS-COCO.
+
+Each entry names an image (`filepath` for COCO, `filename`), its split (`train`, `restval`,
+`val`, `test`) and its captions (`sentences[].raw`). We train on `train` and test on `test`
+(Flickr30K 29,000 / 1,000; MS-COCO 82,783 / 5,000), with the first five captions of each
+image; an image with fewer than five is left out, counted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from tasks.download import Archive
+from tasks.preprocess import DatasetError, Sample
+from tasks.spec import LATE_FUSION, RETRIEVAL, ImageInput, TaskSpec, TextInput
+
+logger = logging.getLogger(__name__)
+CAPTIONS = 5
+SPLITS = {"train": "train", "test": "test"}
+CAPTION_ARCHIVE_URL = "http://cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip"
+
+
+def retrieval_spec(name: str, description: str) -> TaskSpec:
+    """Image + 5 captions, no head: the image CLS output and each caption's output are the embeddings."""
+    return TaskSpec(
+        name=name,
+        description=description,
+        num_classes=0,
+        class_names=(),
+        fusion=LATE_FUSION,
+        readout=(("image", 0, "image"), ("text", 0, "text")),
+        objective=RETRIEVAL,
+        image=ImageInput(size=224),
+        text=TextInput(per_sample=CAPTIONS),
+    )
+
+
+def caption_archive(folder: str) -> Archive:
+    return Archive(CAPTION_ARCHIVE_URL, "caption_datasets.zip", folder)
+
+
+def samples(split_file: Path, image_path: Callable[[dict], Path], dataset: str) -> dict[str, list[Sample]]:
+    """Samples of the train and test splits; the label of a sample is its row (retrieval has no classes)."""
+    if not split_file.is_file():
+        raise DatasetError(f"{dataset}: {split_file} is missing; run `python -m tasks.download {dataset} --data-dir <torch-data-dir>`")
+    try:
+        images = json.loads(split_file.read_text(encoding="utf-8"))["images"]
+    except (ValueError, KeyError) as error:
+        raise DatasetError(f"{dataset}: {split_file} is not a Karpathy split file ({error}); download it again") from error
+    result = {}
+    for ours, theirs in SPLITS.items():
+        chosen = [entry for entry in images if entry["split"] == theirs]
+        complete = [entry for entry in chosen if len(entry["sentences"]) >= CAPTIONS]
+        if len(complete) < len(chosen):
+            logger.warning("%s %s: %d images with fewer than %d captions left out", dataset, ours, len(chosen) - len(complete), CAPTIONS)
+        result[ours] = [
+            Sample(row, texts=tuple(s["raw"].strip() for s in entry["sentences"][:CAPTIONS]), image=str(image_path(entry)))
+            for row, entry in enumerate(complete)
+        ]
+    return result

@@ -1,0 +1,122 @@
+"""Decoding images, video frames and audio tracks into model-ready arrays.
+
+Images are read with Pillow (installed with torchvision). Video frames and audio tracks are
+read with PyAV, the Python binding of FFmpeg: its wheels bundle FFmpeg, so UCF101's
+.avi (Xvid + MP3), Kinetics' and MELD's .mp4 (H.264 + AAC) decode with no system FFmpeg.
+torchvision's video reader is deprecated, and torchaudio 2.9 hands decoding to TorchCodec,
+which needs a system FFmpeg: both would make installs fragile.
+
+Every failure raises `MediaError` naming the file, so the caller can skip and count it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+from PIL import Image
+
+from tasks.audio import SAMPLE_RATE
+
+FRAME_RESIZE = 256  # frames: shorter side to 256, then the centre 224 x 224
+
+
+class MediaError(Exception):
+    """A file that cannot be decoded; the message starts with the file's path."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+
+
+def _square(image: Image.Image, resize_to: int, size: int) -> np.ndarray:
+    """Shorter side to `resize_to` (bicubic), centre crop `size` x `size`, as uint8 [3, size, size]."""
+    image = image.convert("RGB")
+    scale = resize_to / min(image.size)
+    width, height = max(size, round(image.width * scale)), max(size, round(image.height * scale))
+    image = image.resize((width, height), Image.Resampling.BICUBIC)
+    left, top = (width - size) // 2, (height - size) // 2
+    return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8).transpose(2, 0, 1).copy()
+
+
+def load_image(path: Path, size: int) -> np.ndarray:
+    """An image file as uint8 [3, size, size] (shorter side to `size`, centre crop)."""
+    try:
+        with Image.open(path) as image:
+            return _square(image, size, size)
+    except (OSError, ValueError) as error:
+        raise MediaError(path, f"not a readable image ({error})") from error
+
+
+def _open(path: Path) -> av.container.InputContainer:
+    try:
+        return av.open(str(path))
+    except (OSError, av.FFmpegError) as error:
+        raise MediaError(path, f"cannot be opened ({error})") from error
+
+
+def media_duration(path: Path) -> float:
+    """Length of a video or audio file in seconds."""
+    with _open(path) as container:
+        if container.duration is None:
+            raise MediaError(path, "has no duration")
+        return container.duration / av.time_base
+
+
+def has_audio(path: Path) -> bool:
+    """Whether the file has an audio track (UCF101: 51 of its 101 classes do)."""
+    with _open(path) as container:
+        return bool(container.streams.audio)
+
+
+def load_frame(path: Path, at_seconds: float | None, size: int) -> np.ndarray:
+    """The video frame at `at_seconds` (None: the middle) as uint8 [3, size, size]."""
+    with _open(path) as container:
+        if not container.streams.video:
+            raise MediaError(path, "has no video track")
+        stream = container.streams.video[0]
+        if at_seconds is None:
+            at_seconds = (container.duration or 0) / av.time_base / 2
+        try:
+            if at_seconds > 0 and stream.time_base:
+                container.seek(int(at_seconds / stream.time_base), stream=stream, backward=True)
+            chosen = None
+            for frame in container.decode(stream):
+                chosen = frame
+                if frame.time is not None and frame.time >= at_seconds:
+                    break
+        except av.FFmpegError as error:
+            raise MediaError(path, f"video cannot be decoded ({error})") from error
+        if chosen is None:
+            raise MediaError(path, "has no decodable video frame")
+        return _square(chosen.to_image(), FRAME_RESIZE, size)
+
+
+def load_audio(path: Path, start_seconds: float, seconds: float) -> torch.Tensor:
+    """`seconds` of the audio track from `start_seconds`, mono at 16 kHz, as [1, samples].
+
+    A track shorter than asked gives fewer samples; the fbank pads to the task's length.
+    """
+    with _open(path) as container:
+        if not container.streams.audio:
+            raise MediaError(path, "has no audio track")
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        first, wanted = round(max(start_seconds, 0.0) * SAMPLE_RATE), round(seconds * SAMPLE_RATE)
+        chunks, decoded = [], 0
+        try:
+            for frame in container.decode(stream):
+                for mono in resampler.resample(frame):
+                    chunks.append(mono.to_ndarray().reshape(-1))
+                    decoded += chunks[-1].size
+                if decoded >= first + wanted:
+                    break
+        except av.FFmpegError as error:
+            raise MediaError(path, f"audio cannot be decoded ({error})") from error
+    samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+    clip = samples[first : first + wanted]
+    if clip.size == 0:
+        raise MediaError(path, f"has no audio between {start_seconds:.2f} s and {start_seconds + seconds:.2f} s")
+    return torch.from_numpy(clip.astype(np.float32)).unsqueeze(0)

@@ -1,0 +1,153 @@
+"""Decode a dataset split once into the preprocessing cache; later runs map it from disk.
+
+A loader describes each sample as a `Sample` (files and times, texts, label). `build_split`
+decodes them (images and frames to uint8 224 x 224, audio to a normalised fbank) into
+memory-mapped .npy files under `<pre-processors-cache-dir>/<dataset>/<split>-<key>/`,
+with a progress bar. The key hashes the settings and every sample's files (path, size,
+modification time), so changed data or settings build a new cache, never reuse a stale one.
+A sample whose file is missing or corrupt is skipped, named in a warning and in
+`skipped.txt`, and counted; it never stops the run. The build writes to a temporary
+folder and renames it when complete, so an interrupted build is never mistaken for a cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from tasks.audio import SAMPLE_RATE, waveform_to_fbank
+from tasks.data import DiskColumn, SplitData
+from tasks.media import MediaError, load_audio, load_frame, load_image, media_duration
+from tasks.spec import TaskSpec
+
+logger = logging.getLogger(__name__)
+CACHE_VERSION = "1"  # bump when decoding changes, to invalidate every cache
+DONE_FILE = "complete.json"
+SKIPPED_FILE = "skipped.txt"
+LISTED_SKIPS = 5
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One sample as its files describe it.
+
+    `image`: an image file. `frame`: (video file, time in s or None for the middle).
+    `audio`: (file, start in s or None to centre the clip on the middle, length in s).
+    """
+
+    label: int
+    texts: tuple[str, ...] = ()
+    image: str | None = None
+    frame: tuple[str, float | None] | None = None
+    audio: tuple[str, float | None, float] | None = None
+
+    def files(self) -> list[str]:
+        return [f for f in (self.image, self.frame and self.frame[0], self.audio and self.audio[0]) if f]
+
+
+class DatasetError(ValueError):
+    """A dataset folder that cannot be read; the message says what is missing and how to get it."""
+
+
+def _cache_key(spec: TaskSpec, samples: list[Sample]) -> str:
+    digest = hashlib.sha256(f"{CACHE_VERSION}|{spec.name}|{spec.image}|{spec.audio}".encode())
+    stats: dict[str, str] = {}
+    for sample in samples:
+        for path in sample.files():
+            if path not in stats:
+                try:
+                    stat = os.stat(path)
+                    stats[path] = f"{stat.st_size}:{stat.st_mtime_ns}"
+                except OSError:
+                    stats[path] = "missing"
+        digest.update(repr((sample, [stats[p] for p in sample.files()])).encode())
+    return digest.hexdigest()[:20]
+
+
+def _columns(spec: TaskSpec, count: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    columns = {}
+    if spec.image is not None:
+        columns["image"] = ((count, 3, spec.image.size, spec.image.size), np.uint8)
+    if spec.audio is not None:
+        columns["fbank"] = ((count, spec.audio.num_frames, spec.audio.num_mel_bins), np.float16)
+    return columns
+
+
+def _decode(spec: TaskSpec, sample: Sample) -> dict[str, np.ndarray]:
+    values = {}
+    if spec.image is not None:
+        if sample.image is not None:
+            values["image"] = load_image(Path(sample.image), spec.image.size)
+        else:
+            path, at = sample.frame
+            values["image"] = load_frame(Path(path), at, spec.image.size)
+    if spec.audio is not None:
+        path, start, seconds = sample.audio
+        if start is None:
+            start = max(0.0, media_duration(Path(path)) / 2 - seconds / 2)
+        waveform = load_audio(Path(path), start, seconds)
+        values["fbank"] = waveform_to_fbank(waveform, SAMPLE_RATE, spec.audio.num_frames).numpy().astype(np.float16)
+    return values
+
+
+def build_split(spec: TaskSpec, samples: list[Sample], cache_root: Path, split: str) -> SplitData:
+    """The split's columns from the cache, decoding the samples first when the cache lacks them."""
+    folder = Path(cache_root) / spec.name / f"{split}-{_cache_key(spec, samples)}"
+    if not (folder / DONE_FILE).is_file():
+        _build(spec, samples, folder, split)
+    done = json.loads((folder / DONE_FILE).read_text())
+    kept = done["kept"]
+    if done["skipped"]:
+        logger.warning("%s %s: %d samples skipped (listed in %s)", spec.name, split, done["skipped"], folder / SKIPPED_FILE)
+    inputs = {name: DiskColumn(np.load(folder / f"{name}.npy", mmap_mode="r")[:kept]) for name in _columns(spec, 0)}
+    labels = torch.from_numpy(np.load(folder / "labels.npy"))
+    texts = [tuple(t) for t in json.loads((folder / "texts.json").read_text())] if spec.text is not None else None
+    return SplitData(inputs, labels, texts)
+
+
+def _build(spec: TaskSpec, samples: list[Sample], folder: Path, split: str) -> None:
+    partial = folder.with_name(f"{folder.name}.{os.getpid()}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    arrays = {
+        name: np.lib.format.open_memmap(partial / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
+        for name, (shape, dtype) in _columns(spec, len(samples)).items()
+    }
+    labels, texts, skipped = [], [], []
+    for sample in tqdm(samples, desc=f"preprocessing {spec.name} {split}", unit="sample", mininterval=2):
+        try:
+            values = _decode(spec, sample)
+        except MediaError as error:
+            skipped.append(str(error))
+            continue
+        for name, value in values.items():
+            arrays[name][len(labels)] = value
+        labels.append(sample.label)
+        texts.append(list(sample.texts))
+    for array in arrays.values():
+        array.flush()
+    np.save(partial / "labels.npy", np.asarray(labels, dtype=np.int64))
+    (partial / "texts.json").write_text(json.dumps(texts))
+    (partial / SKIPPED_FILE).write_text("".join(f"{reason}\n" for reason in skipped))
+    (partial / DONE_FILE).write_text(json.dumps({"kept": len(labels), "skipped": len(skipped)}))
+    if skipped:
+        listed = "; ".join(skipped[:LISTED_SKIPS]) + (" ..." if len(skipped) > LISTED_SKIPS else "")
+        logger.warning("%s %s: skipped %d of %d samples: %s", spec.name, split, len(skipped), len(samples), listed)
+    if not labels:
+        shutil.rmtree(partial, ignore_errors=True)
+        first = skipped[0] if skipped else "the split lists no samples"
+        raise DatasetError(f"{spec.name} {split}: none of the {len(samples)} samples could be decoded; first error: {first}")
+    try:
+        os.replace(partial, folder)
+    except OSError:  # another process finished the same cache first
+        shutil.rmtree(partial, ignore_errors=True)
+

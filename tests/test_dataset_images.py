@@ -1,0 +1,98 @@
+"""COCO-QA, Flickr30K and MS-COCO loaders on tiny datasets in their official layouts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from fixtures_images import write_coco_qa, write_karpathy
+
+from mpsl_flower.config import parse_run_config
+from mpsl_flower.model_inputs import load_inputs
+from tasks.datasets import coco_qa, flickr30k, mscoco
+from tasks.preprocess import DONE_FILE, SKIPPED_FILE, DatasetError, build_split
+from tasks.registry import load_task_data
+
+
+def test_coco_qa_reads_the_release_files_and_coco_images(tmp_path):
+    facts = write_coco_qa(tmp_path)
+    splits = coco_qa.samples(tmp_path)
+    assert len(splits["train"]) == facts["train"]
+    assert len(splits["test"]) == facts["test"] - 1  # the pair whose answer train never saw is left out
+    first = splits["train"][0]
+    assert first.label == facts["answers"].index("blue") and first.texts == ("what is the color of the object in picture 0",)
+    assert first.image.endswith("coco/train2014/COCO_train2014_000000001000.jpg")
+    assert splits["test"][0].image.endswith("coco/val2014/COCO_val2014_000000005000.jpg")
+
+
+def test_coco_qa_split_decodes_to_224_pixel_images_with_questions(tmp_path):
+    write_coco_qa(tmp_path)
+    split = build_split(coco_qa.SPEC, coco_qa.samples(tmp_path)["train"], tmp_path / "cache", "train")
+    assert split.inputs["image"].shape == (12, 3, 224, 224)
+    image = split.select([0]).inputs["image"][0].numpy()
+    assert image.dtype == np.uint8 and image[2].mean() > image[0].mean()  # blue dominates
+    assert len(split.texts) == 12 and split.labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+
+
+def test_a_missing_release_file_names_itself_and_the_download_command(tmp_path):
+    write_coco_qa(tmp_path)
+    (tmp_path / "coco-qa" / "test" / "img_ids.txt").unlink()
+    with pytest.raises(DatasetError, match=r"coco-qa/test/img_ids.txt is missing; run `python -m tasks.download coco-qa"):
+        coco_qa.samples(tmp_path)
+
+
+def test_a_corrupt_image_is_skipped_counted_and_listed(tmp_path, caplog):
+    write_coco_qa(tmp_path)
+    broken = tmp_path / "coco" / "train2014" / "COCO_train2014_000000001004.jpg"
+    broken.write_bytes(b"\xff\xd8 not really a jpeg")
+    (tmp_path / "coco" / "train2014" / "COCO_train2014_000000001005.jpg").unlink()
+    split = build_split(coco_qa.SPEC, coco_qa.samples(tmp_path)["train"], tmp_path / "cache", "train")
+    assert len(split) == 10 and split.inputs["image"].shape[0] == 10
+    (folder,) = (tmp_path / "cache" / "coco-qa").iterdir()
+    assert json.loads((folder / DONE_FILE).read_text()) == {"kept": 10, "skipped": 2}
+    listed = (folder / SKIPPED_FILE).read_text()
+    assert str(broken) in listed and "COCO_train2014_000000001005.jpg" in listed
+    assert "skipped 2 of 12 samples" in caplog.text
+
+
+def test_the_cache_is_reused_and_rebuilt_when_a_file_changes(tmp_path):
+    write_coco_qa(tmp_path)
+    samples = coco_qa.samples(tmp_path)["test"]
+    build_split(coco_qa.SPEC, samples, tmp_path / "cache", "test")
+    (first,) = (tmp_path / "cache" / "coco-qa").iterdir()
+    stamp = (first / DONE_FILE).stat().st_mtime_ns
+    build_split(coco_qa.SPEC, samples, tmp_path / "cache", "test")
+    assert (first / DONE_FILE).stat().st_mtime_ns == stamp  # reused, not rebuilt
+    image = tmp_path / "coco" / "val2014" / "COCO_val2014_000000005000.jpg"
+    image.write_bytes(image.read_bytes() + b"\x00")  # new size: a changed file
+    rebuilt = build_split(coco_qa.SPEC, samples, tmp_path / "cache", "test")
+    assert len(list((tmp_path / "cache" / "coco-qa").iterdir())) == 2 and len(rebuilt) == 12
+
+
+@pytest.mark.parametrize("module", [flickr30k, mscoco])
+def test_karpathy_splits_give_five_captions_per_image(tmp_path, module):
+    facts = write_karpathy(tmp_path, module.SPEC.name)
+    splits = module.samples(tmp_path)
+    assert len(splits["train"]) == facts["train"] and len(splits["test"]) == facts["test"]  # 4-caption image and val left out
+    for sample in splits["train"] + splits["test"]:
+        name = sample.image.rsplit("/", 1)[1]
+        assert sample.texts == tuple(facts["captions"][name][:5])
+    split = build_split(module.SPEC, splits["test"], tmp_path / "cache", "test")
+    assert split.inputs["image"].shape == (facts["test"], 3, 224, 224)
+    assert split.labels.tolist() == list(range(facts["test"]))  # retrieval: a sample's label is its row
+
+
+def test_a_real_dataset_loads_through_the_run_config_with_text_features(tmp_path):
+    write_karpathy(tmp_path, "flickr30k")
+    config = parse_run_config(
+        {"dataset": "flickr30k", "torch-data-dir": str(tmp_path), "pre-processors-cache-dir": str(tmp_path / "cache")}
+    )
+    data = load_inputs(config)
+    assert data.train.inputs["text_feature"].shape == (8, 5, 64)  # 5 captions, bag-of-words features
+    assert data.test.inputs["image"].shape == (4, 3, 224, 224)
+
+
+def test_a_real_dataset_without_a_data_dir_says_which_key_to_set():
+    with pytest.raises(DatasetError, match="set torch-data-dir to the folder that holds coco-qa/"):
+        load_task_data("coco-qa", 2024, None, None)

@@ -1,0 +1,98 @@
+"""Downloading official archives: progress, verification, reuse, and clear errors offline."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+import zipfile
+
+import pytest
+
+from tasks.download import Archive, download, fetch
+from tasks.preprocess import DatasetError
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    """Serves `files` (name -> bytes); `truncate` names a file sent with a too-large Content-Length."""
+
+    def __init__(self, files: dict[str, bytes], truncate: str | None = None) -> None:
+        self.files, self.truncate, self.requests = files, truncate, []
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/{name}"
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        name = self.path.lstrip("/")
+        self.server.requests.append(name)
+        body = self.server.files.get(name)
+        if body is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body) * (2 if name == self.server.truncate else 1)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def serve():
+    servers = []
+
+    def start(files, truncate=None):
+        server = _Server(files, truncate)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def _zip_bytes(tmp_path, members: dict[str, str]) -> bytes:
+    path = tmp_path / "made.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, text in members.items():
+            archive.writestr(name, text)
+    return path.read_bytes()
+
+
+def test_an_archive_is_downloaded_verified_unpacked_and_reused(tmp_path, serve):
+    server = serve({"release.zip": _zip_bytes(tmp_path, {"train/questions.txt": "what is it\n"})})
+    archive = Archive(server.url("release.zip"), "release.zip", "coco-qa")
+    data_dir = tmp_path / "data"
+    download([archive], data_dir)
+    assert (data_dir / "coco-qa" / "train" / "questions.txt").read_text() == "what is it\n"
+    download([archive], data_dir)
+    assert server.requests == ["release.zip"]  # the verified file was reused
+
+
+def test_a_truncated_transfer_is_refused_and_leaves_nothing_behind(tmp_path, serve):
+    server = serve({"big.zip": _zip_bytes(tmp_path, {"a.txt": "x" * 1000})}, truncate="big.zip")
+    with pytest.raises(DatasetError, match=r"received \d+ of \d+ bytes; run the download again"):
+        fetch(Archive(server.url("big.zip"), "big.zip", "x"), tmp_path)
+    assert not list((tmp_path / "downloads").iterdir())
+
+
+def test_a_damaged_archive_already_on_disk_is_named(tmp_path):
+    good = _zip_bytes(tmp_path, {"a.txt": "hello" * 100})
+    damaged = bytearray(good)
+    damaged[40] ^= 0xFF  # flip a byte inside the member's data: its CRC no longer matches
+    (tmp_path / "downloads").mkdir()
+    (tmp_path / "downloads" / "r.zip").write_bytes(bytes(damaged))
+    with pytest.raises(DatasetError, match=r"r.zip is damaged"):
+        fetch(Archive("http://127.0.0.1:9/r.zip", "r.zip", "x"), tmp_path)
+
+
+def test_without_network_the_error_says_what_to_fetch_and_where_to_put_it(tmp_path):
+    archive = Archive("http://127.0.0.1:9/release.zip", "release.zip", "coco-qa")  # nothing listens on port 9
+    with pytest.raises(DatasetError) as error:
+        fetch(archive, tmp_path)
+    assert "http://127.0.0.1:9/release.zip" in str(error.value) and str(tmp_path / "downloads" / "release.zip") in str(error.value)
