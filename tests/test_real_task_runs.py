@@ -87,3 +87,14 @@ def test_retrieval_tasks_are_split_evenly_at_random(tmp_path, split_type):
     config = parse_run_config({**_run_config(tmp_path, "flickr30k"), "dataset-split-type": split_type})
     runner = InProcessRunner(config, load_inputs(config), num_clients=3, device=CPU)
     assert [len(p) for p in runner.partitions] == [4, 4, 4]
+
+
+@pytest.mark.parametrize("method", ["centralized", "fedclip"])
+def test_baselines_train_on_retrieval_with_the_same_loss(tmp_path, method):
+    write_karpathy(tmp_path / "data", "flickr30k")
+    run_config = {**_run_config(tmp_path, "flickr30k"), "method": method}
+    grid = InProcessGrid(client_module.app, 2, run_config)
+    server_app.run(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config))
+    (folder,) = (tmp_path / "results").iterdir()
+    (record,) = read_metrics(folder)
+    assert math.isfinite(record["train_loss"]) and "test_r5_image_to_text" in record
