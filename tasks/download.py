@@ -32,12 +32,14 @@ TIMEOUT_S = 30
 
 @dataclass(frozen=True)
 class Archive:
-    """One official archive: its URL, the file name it is saved as, and the folder it unpacks into
-    (relative to the data dir)."""
+    """One official archive: its URL, the file name it is saved as, the folder it unpacks into
+    (relative to the data dir), and archives it contains (relative to that folder) that are
+    unpacked where they lie, as MELD ships its clips."""
 
     url: str
     file_name: str
     unpack_to: str
+    inner: tuple[str, ...] = ()
 
 
 def fetch(archive: Archive, data_dir: Path) -> Path:
@@ -107,7 +109,11 @@ def unpack(path: Path, destination: Path) -> None:
 def download(archives: list[Archive], data_dir: Path) -> None:
     """Fetch, verify and unpack each archive into its folder under `data_dir`."""
     for archive in archives:
-        unpack(fetch(archive, data_dir), data_dir / archive.unpack_to)
+        destination = data_dir / archive.unpack_to
+        unpack(fetch(archive, data_dir), destination)
+        for inner in archive.inner:
+            verify(destination / inner)
+            unpack(destination / inner, (destination / inner).parent)
 
 
 def main() -> None:

@@ -19,15 +19,7 @@ import torch
 
 from tasks.audio import SAMPLE_RATE, fbank_frames, waveform_to_fbank
 from tasks.data import SplitData, TaskData
-from tasks.spec import (
-    EARLY_FUSION,
-    FUSED_STREAM,
-    LATE_FUSION,
-    AudioInput,
-    ImageInput,
-    TaskSpec,
-    TextInput,
-)
+from tasks.spec import LATE_FUSION, AudioInput, ImageInput, TaskSpec, early_fusion_task
 
 COLORS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 80, 230), "yellow": (230, 210, 40)}
 SHAPES = ("square", "circle", "triangle")
@@ -40,15 +32,11 @@ QA_ANSWERS = tuple(COLORS) + SHAPES
 TONE_HZ = (330.0, 990.0, 2970.0)
 CLIP_S = 0.3
 
-SHAPES_QA = TaskSpec(
-    name="shapes-qa",
-    description="embedded image+question answering over coloured shapes (early fusion)",
-    num_classes=len(QA_ANSWERS),
-    class_names=QA_ANSWERS,
-    fusion=EARLY_FUSION,
-    readout=((FUSED_STREAM, 0, "image"), (FUSED_STREAM, -1, "text")),
+SHAPES_QA = early_fusion_task(
+    "shapes-qa",
+    "embedded image+question answering over coloured shapes (early fusion)",
+    QA_ANSWERS,
     image=ImageInput(size=IMAGE_SIZE),
-    text=TextInput(),
 )
 
 SHAPES_AV = TaskSpec(

@@ -90,3 +90,27 @@ class TaskSpec:
         if self.text is not None:
             columns.append("text_feature")
         return tuple(columns)
+
+
+def early_fusion_task(
+    name: str,
+    description: str,
+    class_names: tuple[str, ...],
+    image: ImageInput | None = None,
+    audio: AudioInput | None = None,
+    num_classes: int | None = None,
+) -> TaskSpec:
+    """A classification task over [image or audio tokens; 1 text token], read out at the first
+    (CLS) and last (text) outputs, as COCO-QA, B-T4SA and MELD are defined."""
+    modality = "image" if image is not None else "audio"
+    return TaskSpec(
+        name=name,
+        description=description,
+        num_classes=len(class_names) if num_classes is None else num_classes,
+        class_names=class_names,
+        fusion=EARLY_FUSION,
+        readout=((FUSED_STREAM, 0, modality), (FUSED_STREAM, -1, "text")),
+        image=image,
+        audio=audio,
+        text=TextInput(),
+    )

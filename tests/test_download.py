@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import http.server
+import io
+import tarfile
 import threading
 import zipfile
 
@@ -96,3 +98,20 @@ def test_without_network_the_error_says_what_to_fetch_and_where_to_put_it(tmp_pa
     with pytest.raises(DatasetError) as error:
         fetch(archive, tmp_path)
     assert "http://127.0.0.1:9/release.zip" in str(error.value) and str(tmp_path / "downloads" / "release.zip") in str(error.value)
+
+
+def test_archives_inside_an_archive_are_unpacked_where_they_lie(tmp_path, serve):
+    def tar_gz(members: dict[str, bytes]) -> bytes:
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+            for name, data in members.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+        return buffer.getvalue()
+
+    clips = tar_gz({"train_splits/dia0_utt0.mp4": b"clip"})
+    server = serve({"MELD.Raw.tar.gz": tar_gz({"MELD.Raw/train.tar.gz": clips, "MELD.Raw/train_sent_emo.csv": b"Sr No.\n"})})
+    archive = Archive(server.url("MELD.Raw.tar.gz"), "MELD.Raw.tar.gz", "meld", inner=("MELD.Raw/train.tar.gz",))
+    download([archive], tmp_path)
+    assert (tmp_path / "meld" / "MELD.Raw" / "train_splits" / "dia0_utt0.mp4").read_bytes() == b"clip"

@@ -1,7 +1,8 @@
 """One short MPSL run per task family on datasets written in their official layouts.
 
-Image+text early fusion (COCO-QA) and retrieval (Flickr30K) here; the decoding of each
-family's files is tested with its loader.
+Image+text early fusion (COCO-QA), frame+audio late fusion (UCF101), audio+text early fusion
+(MELD) and retrieval (Flickr30K, MS-COCO); the decoding of each dataset's files is tested
+with its loader.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import math
 import pytest
 import torch
 from fixtures_images import write_coco_qa, write_karpathy
+from fixtures_meld import write_meld
+from fixtures_video import write_ucf101
 from flwr.app import Context, RecordDict
 from inprocess_grid import InProcessGrid
 
@@ -53,6 +56,24 @@ def test_image_text_early_fusion_trains_on_coco_qa(tmp_path):
     record, runner = _one_epoch(_run_config(tmp_path, "coco-qa"))
     assert record["steps"] == 3 and math.isfinite(record["train_loss"]) and 0 <= record["test_accuracy"] <= 1
     assert runner.server.model.output_shape == (430,)
+
+
+def test_frame_audio_late_fusion_trains_on_ucf101(tmp_path):
+    write_ucf101(tmp_path / "data")
+    record, runner = _one_epoch(_run_config(tmp_path, "ucf101"))
+    assert math.isfinite(record["train_loss"]) and 0 <= record["test_accuracy"] <= 1
+    assert runner.server.model.output_shape == (51,)
+    assert {name: tuple(shape) for name, shape in runner.clients[0].model.stream_shapes().items()} == {
+        "image": (1 + 28 * 28, 96),  # 224 px frames, patch 8 of the tiny encoder
+        "audio": (1 + 1212, 96),
+    }
+
+
+def test_audio_text_early_fusion_trains_on_meld(tmp_path):
+    write_meld(tmp_path / "data")
+    record, runner = _one_epoch(_run_config(tmp_path, "meld"))
+    assert math.isfinite(record["train_loss"]) and 0 <= record["test_accuracy"] <= 1
+    assert runner.clients[0].model.stream_shapes() == {"fused": (1 + 912 + 1, 96)}
 
 
 def test_retrieval_trains_on_flickr30k_and_reports_recall_both_ways(tmp_path):

@@ -19,6 +19,16 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from tasks.datasets import coco_qa, flickr30k, mscoco
+from tasks.datasets import (
+    b_t4sa,
+    coco_qa,
+    flickr30k,
+    kinetics_sounds,
+    meld,
+    mscoco,
+    ucf101,
+)
 
-REAL_DATASETS: dict[str, ModuleType] = {module.SPEC.name: module for module in (coco_qa, flickr30k, mscoco)}
+REAL_DATASETS: dict[str, ModuleType] = {
+    module.SPEC.name: module for module in (coco_qa, b_t4sa, meld, ucf101, kinetics_sounds, flickr30k, mscoco)
+}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tasks.download import Archive
 from tasks.preprocess import DatasetError, Sample
-from tasks.spec import EARLY_FUSION, FUSED_STREAM, ImageInput, TaskSpec, TextInput
+from tasks.spec import ImageInput, early_fusion_task
 
 logger = logging.getLogger(__name__)
 FOLDER = "coco-qa"
@@ -26,15 +26,12 @@ NUM_ANSWERS = 430
 FIELDS = ("questions", "answers", "img_ids", "types")
 IMAGE_FOLDERS = {"train": "train2014", "test": "val2014"}
 
-SPEC = TaskSpec(
-    name="coco-qa",
-    description="COCO-QA: COCO image + question, 430-answer classification (early fusion)",
-    num_classes=NUM_ANSWERS,
-    class_names=(),
-    fusion=EARLY_FUSION,
-    readout=((FUSED_STREAM, 0, "image"), (FUSED_STREAM, -1, "text")),
+SPEC = early_fusion_task(
+    "coco-qa",
+    "COCO-QA: COCO image + question, 430-answer classification (early fusion)",
+    class_names=(),  # the answers are read from the data
     image=ImageInput(size=224),
-    text=TextInput(),
+    num_classes=NUM_ANSWERS,
 )
 
 COCO_2014_IMAGES = [
@@ -42,7 +39,9 @@ COCO_2014_IMAGES = [
     Archive("http://images.cocodataset.org/zips/val2014.zip", "val2014.zip", "coco"),
 ]
 ARCHIVES = [
-    Archive("http://www.cs.toronto.edu/~mren/research/imageqa/data/cocoqa/cocoqa-2015-05-17.zip", "cocoqa-2015-05-17.zip", FOLDER),
+    Archive(
+        "http://www.cs.toronto.edu/~mren/research/imageqa/data/cocoqa/cocoqa-2015-05-17.zip", "cocoqa-2015-05-17.zip", FOLDER
+    ),
     *COCO_2014_IMAGES,
 ]
 

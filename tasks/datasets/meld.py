@@ -1,0 +1,110 @@
+"""MELD (Poria et al., 2019): an utterance from the TV series Friends, its audio and transcript, one of 7 emotions.
+
+Layout under `torch-data-dir`. `python -m tasks.download meld` unpacks MELD.Raw.tar.gz into `meld/`
+and then the three clip archives inside it, MELD.Raw/{train,dev,test}.tar.gz, where they lie (by
+hand: `tar -xzf train.tar.gz` in MELD.Raw, and so on):
+
+    meld/MELD.Raw/{train,dev,test}_sent_emo.csv                  one row per utterance
+    meld/MELD.Raw/train_splits/dia<Dialogue_ID>_utt<Utterance_ID>.mp4
+    meld/MELD.Raw/dev_splits_complete/dia<D>_utt<U>.mp4
+    meld/MELD.Raw/output_repeated_splits_test/dia<D>_utt<U>.mp4
+
+Train is the official train + dev, test the official test. A sample is the first 2.56 s of the
+clip's audio track (padded to 7.68 s: 768 fbank frames, 912 patches) and the utterance text.
+A row whose clip is missing or unreadable stays in the list and is skipped and counted by
+`tasks.preprocess.build_split`, like any unreadable file (train + dev list 11,098 rows; the
+paper trains on 11,096).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from tasks.download import Archive
+from tasks.preprocess import DatasetError, Sample
+from tasks.spec import AudioInput, early_fusion_task
+
+FOLDER = "meld"
+RELEASE = "MELD.Raw"
+CLASS_NAMES = ("neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear")
+CLIP_SECONDS = 2.56  # from the start of the utterance; the fbank pads it to 768 frames
+# official split -> (its clip folder, the archive inside MELD.Raw that unpacks to that folder)
+OFFICIAL_SPLITS = {
+    "train": ("train_splits", "train.tar.gz"),
+    "dev": ("dev_splits_complete", "dev.tar.gz"),
+    "test": ("output_repeated_splits_test", "test.tar.gz"),
+}
+SPLITS = {"train": ("train", "dev"), "test": ("test",)}
+
+SPEC = early_fusion_task(
+    "meld",
+    "MELD: Friends utterance audio + transcript, 7-emotion classification (early fusion)",
+    CLASS_NAMES,
+    audio=AudioInput(num_frames=768),
+)
+
+ARCHIVES = [
+    Archive(
+        "http://web.eecs.umich.edu/~mihalcea/downloads/MELD.Raw.tar.gz",
+        "MELD.Raw.tar.gz",
+        FOLDER,
+        inner=tuple(f"{RELEASE}/{archive}" for _, archive in OFFICIAL_SPLITS.values()),
+    )
+]
+
+# The CSVs hold Windows-1252 punctuation stored as C1 control characters ("I\x92m"); map them back
+# so the text encoder sees "I’m". The five codes cp1252 leaves undefined stay as they are.
+_CP1252_PUNCTUATION = {code: char for code in range(0x80, 0xA0) if (char := bytes([code]).decode("cp1252", errors="ignore"))}
+
+
+def _how_to_get_it(data_dir: Path) -> str:
+    release = data_dir / FOLDER / RELEASE
+    return (
+        f"run `python -m tasks.download meld --data-dir {data_dir}`, which also extracts the clip archives in {release} "
+        f"(by hand: `tar -xzf train.tar.gz`, `dev.tar.gz`, `test.tar.gz` there)"
+    )
+
+
+def _read_rows(data_dir: Path, official: str) -> list[dict[str, str]]:
+    path = data_dir / FOLDER / RELEASE / f"{official}_sent_emo.csv"
+    if not path.is_file():
+        raise DatasetError(f"MELD: {path} is missing; {_how_to_get_it(data_dir)}")
+    try:
+        with open(path, encoding="utf-8", errors="replace", newline="") as handle:
+            return list(csv.DictReader(handle))
+    except csv.Error as error:
+        raise DatasetError(f"MELD: {path} is not a readable CSV ({error}); the file is damaged") from error
+
+
+def _clip_folder(data_dir: Path, official: str) -> Path:
+    """The split's clip folder; its absence means the inner archive was never extracted, worth saying once."""
+    folder_name, archive = OFFICIAL_SPLITS[official]
+    folder = data_dir / FOLDER / RELEASE / folder_name
+    if not folder.is_dir():
+        raise DatasetError(
+            f"MELD: the clip folder {folder} is missing; extract {folder.parent / archive} ({_how_to_get_it(data_dir)})"
+        )
+    return folder
+
+
+def _sample(row: dict[str, str], folder: Path, where: str) -> Sample:
+    try:
+        label = CLASS_NAMES.index(row["Emotion"].strip().lower())
+        clip = folder / f"dia{int(row['Dialogue_ID'])}_utt{int(row['Utterance_ID'])}.mp4"
+        text = row["Utterance"].translate(_CP1252_PUNCTUATION).strip()
+    except (KeyError, ValueError, TypeError, AttributeError) as error:
+        raise DatasetError(
+            f"MELD {where}: no valid Emotion, Dialogue_ID, Utterance_ID or Utterance ({error}); damaged file"
+        ) from error
+    return Sample(label, texts=(text,), audio=(str(clip), 0.0, CLIP_SECONDS))
+
+
+def samples(data_dir: Path) -> dict[str, list[Sample]]:
+    result = {}
+    for split, officials in SPLITS.items():
+        result[split] = []
+        for official in officials:
+            rows, folder = _read_rows(data_dir, official), _clip_folder(data_dir, official)
+            result[split] += [_sample(row, folder, f"{official}_sent_emo.csv row {number}") for number, row in enumerate(rows, 2)]
+    return result

@@ -1,0 +1,82 @@
+"""UCF101 loader on a tiny dataset in the official layout: real .avi files (MPEG-4 + MP3), real split lists."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from fixtures_video import corrupt_video, write_ucf101
+
+from mpsl_flower.models.tokenizers import AudioTokenizer
+from tasks.datasets import ucf101
+from tasks.preprocess import DONE_FILE, SKIPPED_FILE, DatasetError, build_split
+from tasks.spec import LATE_FUSION
+
+
+def _class_of(sample) -> str:
+    return sample.frame[0].split("/UCF-101/")[1].split("/")[0]
+
+
+def test_the_task_is_one_frame_and_10_24_s_of_audio_in_late_fusion():
+    spec = ucf101.SPEC
+    assert (spec.name, spec.num_classes, spec.fusion) == ("ucf101", 51, LATE_FUSION)
+    assert spec.streams == ("image", "audio") and spec.readout == (("image", 0, "image"), ("audio", 0, "audio"))
+    assert spec.image.size == 224 and (spec.audio.num_frames, spec.audio.num_mel_bins) == (1024, 128)
+    assert AudioTokenizer.num_patches(1024, 128) == 1212
+    assert [a.unpack_to for a in ucf101.ARCHIVES] == ["ucf101", "ucf101"]
+
+
+def test_only_classes_with_audio_are_kept_and_relabelled_in_classind_order(tmp_path):
+    facts = write_ucf101(tmp_path)
+    splits = ucf101.samples(tmp_path)
+    for split in ("train", "test"):
+        assert [s.frame[0] for s in splits[split]] == [str(path) for path in facts[split]]
+        assert [s.label for s in splits[split]] == [facts["audio_classes"].index(_class_of(s)) for s in splits[split]]
+    assert len(splits["train"]) == 9 and len(splits["test"]) == 6
+    assert {_class_of(s) for s in splits["train"] + splits["test"]} == set(facts["audio_classes"])  # Archery, Punch left out
+    first = splits["test"][0]
+    assert first.frame == (first.audio[0], None) and first.audio[1:] == (None, 10.24)
+    assert first.frame[0].endswith("ucf101/UCF-101/ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi")
+
+
+def test_a_split_decodes_to_224_pixel_frames_and_1024_frame_fbanks(tmp_path):
+    write_ucf101(tmp_path)
+    split = build_split(ucf101.SPEC, ucf101.samples(tmp_path)["train"], tmp_path / "cache", "train")
+    assert split.inputs["image"].shape == (9, 3, 224, 224) and split.inputs["fbank"].shape == (9, 1024, 128)
+    assert split.labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    batch = split.select([0, 3, 6]).inputs
+    assert batch["image"].dtype == torch.uint8
+    red = batch["image"][0].float().mean(dim=(1, 2))
+    assert red[0] > 150 and red[2] < 100  # ApplyEyeMakeup is red
+    # 2.5 s of tone: the loudest mel bin rises with the class's tone (300, 700, 900 Hz); then padding.
+    peaks = batch["fbank"][:, :200].float().mean(dim=1).argmax(dim=1).tolist()
+    assert peaks[0] < peaks[1] < peaks[2]
+    assert batch["fbank"][:, 300:].float().std() == 0
+
+
+def test_a_corrupt_or_missing_video_is_skipped_and_counted(tmp_path, caplog):
+    facts = write_ucf101(tmp_path)
+    corrupt_video(facts["train"][0])  # the first video of its class: the audio probe moves on to the next one
+    facts["train"][4].unlink()
+    samples = ucf101.samples(tmp_path)["train"]
+    assert len(samples) == 9
+    split = build_split(ucf101.SPEC, samples, tmp_path / "cache", "train")
+    assert len(split) == 7 and split.inputs["fbank"].shape[0] == 7
+    (folder,) = (tmp_path / "cache" / "ucf101").iterdir()
+    assert json.loads((folder / DONE_FILE).read_text()) == {"kept": 7, "skipped": 2}
+    listed = (folder / SKIPPED_FILE).read_text()
+    assert str(facts["train"][0]) in listed and str(facts["train"][4]) in listed
+    assert "skipped 2 of 9 samples" in caplog.text
+
+
+@pytest.mark.parametrize("missing", ["ucfTrainTestlist/classInd.txt", "ucfTrainTestlist/testlist01.txt", "UCF-101"])
+def test_a_missing_release_file_names_itself_and_the_download_command(tmp_path, missing):
+    write_ucf101(tmp_path)
+    path = tmp_path / "ucf101" / missing
+    if path.is_dir():
+        path.rename(tmp_path / "elsewhere")
+    else:
+        path.unlink()
+    with pytest.raises(DatasetError, match=rf"ucf101/{missing} is missing; run `python -m tasks.download ucf101 --data-dir"):
+        ucf101.samples(tmp_path)
