@@ -43,7 +43,7 @@ def test_retrieval_loss_is_the_symmetric_in_batch_cross_entropy_summed_over_capt
 
     image_to_text = minus_log_softmax([1, s], 0) + minus_log_softmax([0, s], 1)
     text_to_image = minus_log_softmax([1, 0], 0) + minus_log_softmax([s, s], 1)
-    assert float(loss_sum) == pytest.approx((image_to_text + text_to_image) / 2, rel=1e-5)
+    assert float(loss_sum.detach()) == pytest.approx((image_to_text + text_to_image) / 2, rel=1e-5)
     assert correct == 2  # img0 -> cap0 (1 > 0.71), img1 -> cap1 (0.71 > 0)
     loss_sum.backward()
     assert outputs.grad is not None and torch.isfinite(outputs.grad).all()
