@@ -2,9 +2,11 @@
 
 The text encoder is frozen, so each text's feature is computed once per dataset, not once
 per step. With `pre-processors-cache-dir` set, the features are stored in
-`<cache>/text-features/<dataset>-<key>.pt`; the key hashes the encoder's identity (model,
-weight file, tokenizer) and every text, so a change of any of them computes new features
-instead of reusing stale ones. Within a process the result is also kept in memory.
+`<cache>/text-features/<dataset>-<key>/{train,test}.npy` and memory-mapped (MS-COCO's
+5 captions x 88k images would take ~1 GB in every worker otherwise); the key hashes the
+encoder's identity (model, weight file, tokenizer) and every text, so a change of any of
+them computes new features instead of reusing stale ones. Within a process the result is
+also kept in memory.
 """
 
 from __future__ import annotations
@@ -12,18 +14,22 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from mpsl_flower.config import RunConfig
 from mpsl_flower.models.pretrained import resolve_text_encoder
 from mpsl_flower.models.text_encoders import FrozenTextEncoder
-from tasks.data import TaskData
+from tasks.data import Column, DiskColumn, TaskData
 from tasks.registry import TASKS, load_task_data
 
 logger = logging.getLogger(__name__)
 TEXT_FEATURES_DIR = "text-features"
+IDENTITY_FILE = "identity.txt"
+SPLITS = ("train", "test")
 _in_memory: dict[tuple, TaskData] = {}
 
 
@@ -56,25 +62,22 @@ def _cache_key(encoder: FrozenTextEncoder, data: TaskData) -> str:
     return digest.hexdigest()[:20]
 
 
-def _text_features(config: RunConfig, encoder: FrozenTextEncoder, data: TaskData) -> tuple[torch.Tensor, torch.Tensor]:
+def _text_features(config: RunConfig, encoder: FrozenTextEncoder, data: TaskData) -> tuple[Column, Column]:
+    """Train and test features: memory-mapped from the cache when it holds them, else computed (and cached)."""
     cache_dir = config.resolved_path("cache_dir")
-    path = cache_dir / TEXT_FEATURES_DIR / f"{config.dataset}-{_cache_key(encoder, data)}.pt" if cache_dir else None
-    if path is not None and path.is_file():
+    folder = cache_dir / TEXT_FEATURES_DIR / f"{config.dataset}-{_cache_key(encoder, data)}" if cache_dir else None
+    if folder is not None and (folder / IDENTITY_FILE).is_file():
         try:
-            cached = torch.load(path, map_location="cpu", weights_only=True)
-            if (
-                cached["identity"] == encoder.identity
-                and len(cached["train"]) == len(data.train)
-                and len(cached["test"]) == len(data.test)
-            ):
-                return cached["train"], cached["test"]
-            logger.warning("text-feature cache %s does not match this data; recomputing it", path)
-        except Exception as error:  # a damaged cache file is rebuilt, never trusted
-            logger.warning("text-feature cache %s is unreadable (%s); recomputing it", path, error)
+            cached = [np.load(folder / f"{split}.npy", mmap_mode="r") for split in SPLITS]
+            if (folder / IDENTITY_FILE).read_text() == encoder.identity and [len(c) for c in cached] == [len(data.train), len(data.test)]:
+                return DiskColumn(cached[0]), DiskColumn(cached[1])
+            logger.warning("text-feature cache %s does not match this data; recomputing it", folder)
+        except (OSError, ValueError) as error:  # a damaged cache is rebuilt, never trusted
+            logger.warning("text-feature cache %s is unreadable (%s); recomputing it", folder, error)
     logger.info("computing %s text features of %d samples", encoder.name, len(data.train) + len(data.test))
     train, test = _encode_per_sample(encoder, data.train.texts), _encode_per_sample(encoder, data.test.texts)
-    if path is not None:
-        _save_atomically({"identity": encoder.identity, "train": train, "test": test}, path)
+    if folder is not None:
+        _save_atomically(encoder.identity, {"train": train, "test": test}, folder)
     return train, test
 
 
@@ -84,8 +87,16 @@ def _encode_per_sample(encoder: FrozenTextEncoder, texts: list[tuple[str, ...]])
     return features.reshape(len(texts), -1, features.shape[-1])
 
 
-def _save_atomically(payload: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    torch.save(payload, partial)
-    os.replace(partial, path)
+def _save_atomically(identity: str, features: dict[str, torch.Tensor], folder: Path) -> None:
+    """Write to a private folder, then rename: readers never see a half-written cache."""
+    partial = folder.with_name(f"{folder.name}.{os.getpid()}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    for split, values in features.items():
+        np.save(partial / f"{split}.npy", values.numpy())
+    (partial / IDENTITY_FILE).write_text(identity)
+    shutil.rmtree(folder, ignore_errors=True)  # a damaged cache being replaced
+    try:
+        os.replace(partial, folder)
+    except OSError:  # another process wrote the same cache first
+        shutil.rmtree(partial, ignore_errors=True)

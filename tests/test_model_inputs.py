@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,6 +12,7 @@ from mpsl_flower import model_inputs
 from mpsl_flower.config import parse_run_config
 from mpsl_flower.models.tokenizers import AudioTokenizer
 from tasks.audio import fbank_frames, waveform_to_fbank
+from tasks.data import DiskColumn
 from tasks.spec import AudioInput
 
 
@@ -44,17 +46,25 @@ def cached_config(tmp_path):
 
 
 def _cache_files(config):
-    return sorted((config.resolved_path("cache_dir") / model_inputs.TEXT_FEATURES_DIR).glob("*.pt"))
+    """The identity file of each text-feature cache folder."""
+    return sorted((config.resolved_path("cache_dir") / model_inputs.TEXT_FEATURES_DIR).glob(f"*/{model_inputs.IDENTITY_FILE}"))
+
+
+def _features(data, split="train"):
+    """A split's text features as a tensor (they may be memory-mapped from the cache)."""
+    column = getattr(data, split).inputs["text_feature"]
+    return column.take(range(len(column))) if isinstance(column, DiskColumn) else column
 
 
 def test_text_features_are_cached_and_reused(cached_config):
     config = cached_config()
-    first = model_inputs.load_inputs(config).train.inputs["text_feature"]
+    first = _features(model_inputs.load_inputs(config))  # computed, and written to the cache
     (cache_file,) = _cache_files(config)
     model_inputs._in_memory.clear()
     stamp = cache_file.stat().st_mtime_ns
-    again = model_inputs.load_inputs(config).train.inputs["text_feature"]
-    torch.testing.assert_close(again, first)
+    again = model_inputs.load_inputs(config)
+    assert isinstance(again.train.inputs["text_feature"], DiskColumn)  # memory-mapped from the cache
+    torch.testing.assert_close(_features(again), first)
     assert cache_file.stat().st_mtime_ns == stamp  # read, not rewritten
 
 
@@ -70,20 +80,21 @@ def test_another_text_encoder_never_reuses_the_cache(cached_config):
 
 def test_a_damaged_cache_is_rebuilt_with_a_warning(cached_config, caplog):
     config = cached_config()
-    expected = model_inputs.load_inputs(config).train.inputs["text_feature"]
+    expected = _features(model_inputs.load_inputs(config))
     (cache_file,) = _cache_files(config)
-    cache_file.write_bytes(b"not a torch file")
+    damaged = cache_file.parent / "train.npy"
+    damaged.write_bytes(b"not a numpy file")
     model_inputs._in_memory.clear()
     with caplog.at_level(logging.WARNING):
-        rebuilt = model_inputs.load_inputs(config).train.inputs["text_feature"]
-    assert "unreadable" in caplog.text and str(cache_file) in caplog.text
+        rebuilt = _features(model_inputs.load_inputs(config))
+    assert "unreadable" in caplog.text and str(cache_file.parent) in caplog.text
     torch.testing.assert_close(rebuilt, expected)
-    torch.load(cache_file, weights_only=True)  # rewritten as a valid file
+    assert np.load(damaged).shape == tuple(expected.shape)  # rewritten as a valid file
 
 
 def test_text_features_are_one_row_per_question_and_differ_between_questions(cached_config):
     data = model_inputs.load_inputs(cached_config()).train
-    features = data.inputs["text_feature"]
+    features = _features(model_inputs.load_inputs(cached_config()))
     assert features.shape[0] == len(data.texts)
     by_question = {}
     for text, row in zip(data.texts, features):
