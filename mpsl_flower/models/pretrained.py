@@ -12,8 +12,8 @@ the folder to put it in and where to get it, and the returned sources record it 
 results folder. A file that is present but unusable (truncated, another size) is an error:
 silently training from random weights when the user meant the pretrained ones wastes a run.
 
-Extracted weights are cached per process, so the hundreds of clients a Ray worker hosts
-read each checkpoint once.
+The client's extracted weights (a few MB) are cached per process, so the many clients a Ray
+worker hosts read each checkpoint once; the full checkpoints are not kept in memory.
 """
 
 from __future__ import annotations
@@ -69,11 +69,6 @@ def _warn_once(message: str) -> None:
     logger.warning(message)
 
 
-@functools.lru_cache(maxsize=2)
-def _state(path) -> dict[str, torch.Tensor]:
-    return read_state_dict(path)
-
-
 @functools.lru_cache(maxsize=4)
 def client_initial_state(config: RunConfig) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Weights that replace the random init of the client model, and their sources by part."""
@@ -81,22 +76,23 @@ def client_initial_state(config: RunConfig) -> tuple[dict[str, torch.Tensor], di
     template = ClientModel(task, size.dim, size.patch, config.pre_layer_norm)
     state, sources = {}, {}
     clip_path = _find(OPEN_CLIP_FILES, config) if task.image is not None or config.pre_layer_norm else None
+    clip = read_state_dict(clip_path) if clip_path else None  # only the extracted parts are kept
     if task.image is not None:
         sources["image tokenizer"] = str(clip_path or RANDOM)
         if clip_path:
-            parts = open_clip_image_tokenizer(_state(clip_path), template.image, clip_path)
+            parts = open_clip_image_tokenizer(clip, template.image, clip_path)
             state.update({f"image.{key}": value for key, value in parts.items()})
     if config.pre_layer_norm:
         sources["pre-LayerNorm"] = str(clip_path or RANDOM)
         if clip_path:
-            norm = open_clip_layer_norm(_state(clip_path), "ln_pre", size.dim, clip_path)
+            norm = open_clip_layer_norm(clip, "ln_pre", size.dim, clip_path)
             state.update({f"pre_norm.{key}": value for key, value in norm.items()})
     if task.audio is not None:
         ast_path = _find(AST_FILES, config)
         sources["audio tokenizer"] = str(ast_path or RANDOM)
         if ast_path:
             grid = AudioTokenizer.grid(task.audio.num_frames, task.audio.num_mel_bins)
-            parts = ast_audio_tokenizer(_state(ast_path), template.audio, grid, ast_path)
+            parts = ast_audio_tokenizer(read_state_dict(ast_path), template.audio, grid, ast_path)
             state.update({f"audio.{key}": value for key, value in parts.items()})
     return state, sources
 
@@ -113,11 +109,12 @@ def initialise_server_model(encoder: Encoder, post_norm: torch.nn.Module, config
     sources = {}
     meta_path = _find(META_TRANSFORMER_FILES, config)
     clip_path = _find(OPEN_CLIP_FILES, config) if config.post_layer_norm or not meta_path else None
+    clip = read_state_dict(clip_path) if clip_path else None
     if meta_path:
-        load_meta_transformer(encoder, _state(meta_path), meta_path)
+        load_meta_transformer(encoder, read_state_dict(meta_path), meta_path)
         sources["encoder"] = str(meta_path)
     elif clip_path:
-        load_meta_transformer(encoder, open_clip_visual_blocks(_state(clip_path)), clip_path)
+        load_meta_transformer(encoder, open_clip_visual_blocks(clip), clip_path)
         sources["encoder"] = f"{clip_path} (visual tower)"
     else:
         sources["encoder"] = RANDOM
@@ -125,7 +122,7 @@ def initialise_server_model(encoder: Encoder, post_norm: torch.nn.Module, config
         sources["post-LayerNorm"] = str(clip_path) if clip_path else RANDOM
         if clip_path:
             dim = ENCODER_SIZES[config.encoder_size].dim
-            post_norm.load_state_dict(open_clip_layer_norm(_state(clip_path), "ln_post", dim, clip_path))
+            post_norm.load_state_dict(open_clip_layer_norm(clip, "ln_post", dim, clip_path))
     return sources
 
 
