@@ -39,7 +39,7 @@ def load_inputs(config: RunConfig) -> TaskData:
     if TASKS[config.dataset].text is None:
         return data
     encoder = resolve_text_encoder(config)
-    key = (config.dataset, config.seed, encoder.identity, config.cache_dir)
+    key = (config.dataset, config.seed, config.data_dir, config.cache_dir, encoder.identity)
     if key not in _in_memory:
         train, test = _text_features(config, encoder, data)
         _in_memory[key] = TaskData(

