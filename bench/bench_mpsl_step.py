@@ -40,11 +40,12 @@ from mpsl_flower import wire
 from mpsl_flower.config import parse_run_config
 from mpsl_flower.model_inputs import load_inputs
 from mpsl_flower.simulation import APP_DIR, DEFAULT_CLIENT_RESOURCES, simulate
-from mpsl_flower.split.build import new_server_side, resolve_device
+from mpsl_flower.split.build import resolve_device
 from mpsl_flower.split.runner import InProcessRunner
 from mpsl_flower.split.schedule import num_batches
 from mpsl_flower.wire import payload_bytes
 from strategies.exchange import exchange
+from strategies.global_model import central_evaluation, initial_arrays
 from strategies.mpsl import MpslStrategy
 
 TALLY_FIELDS = ("client_compute_s", "server_compute_s", "bytes_up", "bytes_down")
@@ -76,9 +77,14 @@ class TimedStrategy(MpslStrategy):
     steps: list[dict]
     current: dict | None = None
 
-    def run_step(self, grid, clients, epoch, step, m, tally):
+    def run_step(self, grid, clients, epoch, step, m, timeout, tally):
         self.current = defaultdict(float)
-        timed_step(lambda: super(TimedStrategy, self).run_step(grid, clients, epoch, step, m, tally), tally, self.steps, self.current)
+        timed_step(
+            lambda: super(TimedStrategy, self).run_step(grid, clients, epoch, step, m, timeout, tally),
+            tally,
+            self.steps,
+            self.current,
+        )
         self.current = None
 
     def timed_exchange(self, grid, contents, message_type, timeout_s, group_id=""):
@@ -138,14 +144,24 @@ def run_under_flower(overrides: dict, num_clients: int, pings: int, backend_conf
         exchange(grid, empty, wire.PING, config.step_timeout_s)  # wake every actor up
         found["cpus"] = ray.cluster_resources().get("CPU", 0)  # Ray is up once a reply came
         found["floor"] = two_round_trips(grid, empty, pings, config.step_timeout_s)
-        server = new_server_side(config, resolve_device(config))
-        strategy = TimedStrategy(config, server, load_inputs(config).test)
+        device = resolve_device(config)
+        strategy = TimedStrategy(config, device)
         strategy.steps = []
         with (
             mock.patch.object(strategies.mpsl, "exchange", strategy.timed_exchange),
             mock.patch.object(strategies.exchange, "payload_bytes", strategy.timed_payload_bytes),
         ):
-            found["records"] = strategy.start(grid)
+            result = strategy.start(
+                grid,
+                initial_arrays(config),
+                num_rounds=config.num_epochs,
+                timeout=config.step_timeout_s,
+                evaluate_fn=central_evaluation(config, load_inputs(config).test, device),
+            )
+        found["records"] = [
+            {**result.train_metrics_clientapp[e], **result.evaluate_metrics_serverapp[e]}
+            for e in sorted(result.train_metrics_clientapp)
+        ]
         found["steps"] = strategy.steps
         found["floor_after"] = two_round_trips(grid, empty, pings, config.step_timeout_s)
 
@@ -206,11 +222,13 @@ def main() -> None:
 
     config = parse_run_config(fused_run_config(overrides))
     print()
-    print(f"MPSL on {config.dataset}, pyproject defaults (encoder {config.encoder_size}), {n} clients, batch-size "
-          f"{config.batch_size} -> {config.client_batch_size(n)} samples/client/step, {args.epochs} epoch(s) of "
-          f"{records_b[0]['steps']} steps; {os.cpu_count()} CPU cores; (b) on {actors} Ray actors of "
-          f"{DEFAULT_CLIENT_RESOURCES['num_cpus']:g} CPU, the ServerApp in the driver process; Ray "
-          f"max_direct_call_object_size {args.ray_inline_kib or 100} KiB{'' if args.ray_inline_kib else ' (default)'}")
+    print(
+        f"MPSL on {config.dataset}, pyproject defaults (encoder {config.encoder_size}), {n} clients, batch-size "
+        f"{config.batch_size} -> {config.client_batch_size(n)} samples/client/step, {args.epochs} epoch(s) of "
+        f"{records_b[0]['steps']} steps; {os.cpu_count()} CPU cores; (b) on {actors} Ray actors of "
+        f"{DEFAULT_CLIENT_RESOURCES['num_cpus']:g} CPU, the ServerApp in the driver process; Ray "
+        f"max_direct_call_object_size {args.ray_inline_kib or 100} KiB{'' if args.ray_inline_kib else ' (default)'}"
+    )
     print(f"clients taking part, step by step: {[s['active'] for s in steps_b[: len(steps_b) // args.epochs]]}")
     print(f"run time: (a) {time_a:.1f} s, (b) {time_b:.1f} s (Ray start-up, pings, evaluation included)")
     print()
@@ -236,20 +254,33 @@ def main() -> None:
     for label, key in (("bytes up per client per step", "bytes_up"), ("bytes down per client per step", "bytes_down")):
         print(row.format(label, *(f"{c[key] / n:.0f}" for c in cols)))
     print()
-    print(f"test accuracy after the run: (a) {records_a[-1]['test_accuracy']:.3f}, (b) {records_b[-1]['test_accuracy']:.3f}; "
-          f"dropped client-steps in (b): {sum(r['dropped_client_steps'] for r in records_b)}")
-    print(f"(b)/(a), mean wall per step: {cols[1]['wall'] / cols[0]['wall']:.2f}x all steps, "
-          f"{cols[3]['wall'] / cols[2]['wall']:.2f}x steps with all {n} clients")
+    print(
+        f"test accuracy after the run: (a) {records_a[-1]['test_accuracy']:.3f}, "
+        f"(b) {records_b[-1]['test_accuracy']:.3f}; "
+        f"dropped client-steps in (b): {sum(r['dropped_client_steps'] for r in records_b)}"
+    )
+    print(
+        f"(b)/(a), mean wall per step: {cols[1]['wall'] / cols[0]['wall']:.2f}x all steps, "
+        f"{cols[3]['wall'] / cols[2]['wall']:.2f}x steps with all {n} clients"
+    )
     print()
-    print(f"Flower floor = 2 round trips with empty content (query.ping) to all {n} nodes, same simulation, "
-          f"{len(floor)} repeats:")
-    print(f"  before training (empty context.state):          median {statistics.median(floor):.3f} s "
-          f"(min {min(floor):.3f}, max {max(floor):.3f})")
-    print(f"  after training (context.state = client weights + Adam state): median {statistics.median(after):.3f} s "
-          f"(min {min(after):.3f}, max {max(after):.3f})")
-    print(f"MPSL step (all {n} clients, mean {cols[3]['wall']:.3f} s) / floor before training: "
-          f"{cols[3]['wall'] / statistics.median(floor):.2f}x (target <= 1.25x); "
-          f"/ floor after training: {cols[3]['wall'] / statistics.median(after):.2f}x")
+    print(
+        f"Flower floor = 2 round trips with empty content (query.ping) to all {n} nodes, same simulation, "
+        f"{len(floor)} repeats:"
+    )
+    print(
+        f"  before training (empty context.state):          median {statistics.median(floor):.3f} s "
+        f"(min {min(floor):.3f}, max {max(floor):.3f})"
+    )
+    print(
+        f"  after training (context.state = client weights + Adam state): median {statistics.median(after):.3f} s "
+        f"(min {min(after):.3f}, max {max(after):.3f})"
+    )
+    print(
+        f"MPSL step (all {n} clients, mean {cols[3]['wall']:.3f} s) / floor before training: "
+        f"{cols[3]['wall'] / statistics.median(floor):.2f}x (target <= 1.25x); "
+        f"/ floor after training: {cols[3]['wall'] / statistics.median(after):.2f}x"
+    )
     print()
     print("Notes: (a) counts raw tensor bytes; (b) the serialized message contents (what Flower sends).")
     print("(b) client compute is the ClientApp handler time that clients report (state load/save included), not the")

@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from mpsl_flower.centralized import run_centralized
 from mpsl_flower.config import RunConfig, parse_run_config
 from mpsl_flower.models.encoder import ENCODER_SIZES
 from mpsl_flower.models.tokenizers import example_inputs
 from mpsl_flower.results import read_metrics
+from mpsl_flower.server_app import train
 from mpsl_flower.simulation import simulate
 from mpsl_flower.split.build import new_client_model, new_full_model
 from tasks.registry import TASKS
@@ -45,11 +45,11 @@ def run_method(method: str, num_clients: int, overrides: dict, output_root: Path
     config = parse_run_config(overrides)
     started = time.perf_counter()
     if method == "centralized":
-        run_centralized(config)
+        train(config, grid=None)
     else:
         simulate(num_clients, overrides)
     wall_s = time.perf_counter() - started
-    (folder,) = Path(config.output_dir).iterdir()
+    (folder,) = config.resolved_path("output_dir").iterdir()
     records = read_metrics(folder)
     clients = 1 if method == "centralized" else num_clients
     traffic = sum(r["bytes_up"] + r["bytes_down"] for r in records) / len(records) / clients
@@ -74,11 +74,19 @@ def main() -> None:
         for method in args.methods:
             rows.append(run_method(method, args.clients, overrides, Path(output_root)))
             print(f"finished {method}: {rows[-1]}", flush=True)
-    print(f"\nshapes-qa, {args.clients} clients, {args.epochs} epochs/rounds, seed {parse_run_config({}).seed}, defaults of pyproject.toml\n")
-    print("| method | test accuracy | client forward GFLOPs / sample | MB per client per epoch or round | wall time (s) |")
+    print(
+        f"\nshapes-qa, {args.clients} clients, {args.epochs} epochs/rounds, "
+        f"seed {parse_run_config({}).seed}, defaults of pyproject.toml\n"
+    )
+    print(
+        "| method | test accuracy | client forward GFLOPs / sample | MB per client per epoch or round | wall time (s) |"
+    )
     print("|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['method']} | {r['test_accuracy']:.3f} | {r['client_gflops']:.4f} | {r['mb_per_client']:.2f} | {r['wall_s']:.0f} |")
+        print(
+            f"| {r['method']} | {r['test_accuracy']:.3f} | {r['client_gflops']:.4f} | "
+            f"{r['mb_per_client']:.2f} | {r['wall_s']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

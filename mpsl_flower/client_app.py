@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import time
 
-import torch
-from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from mpsl_flower import wire
 from mpsl_flower.client_data import client_partition
 from mpsl_flower.config import RunConfig, parse_run_config
 from mpsl_flower.local_training import train_local_epoch
+from mpsl_flower.logs import show_project_logs
 from mpsl_flower.models.weights import (
     load_optimizer_arrays,
     load_trainable,
@@ -29,69 +29,79 @@ from mpsl_flower.models.weights import (
 )
 from mpsl_flower.split.build import new_client_side, new_full_model
 from mpsl_flower.split.client_side import ClientSide, loss_gradient
-from mpsl_flower.split.schedule import batch_rows, step_lr
-from strategies import fedavg
+from mpsl_flower.split.optimizer import epoch_lr, new_optimizer
+from mpsl_flower.split.schedule import batch_rows
 from tasks.data import SplitData
 from tasks.registry import TASKS
 
+show_project_logs()
 app = ClientApp()
 
-STATE_CLIENT = "mpsl.client"  # ArrayRecord: trainable weights + optimizer state
-STATE_PROGRESS = "mpsl.progress"  # ConfigRecord: revision (+ the pending step while one is open)
-PENDING_KEYS = ("epoch", "step", "client-batch-size")
-STATE_FEDAVG_OPTIMIZER = "fedavg.optimizer"  # ArrayRecord: this client's Adam state across rounds
+PENDING_KEYS = (wire.EPOCH, wire.STEP_INDEX, wire.CLIENT_BATCH_SIZE)
 
 _live_clients: dict[tuple[int, int], tuple[int, ClientSide]] = {}
 
 
 def _partition(context: Context, config: RunConfig) -> SplitData:
     node_config = context.node_config
-    for key in ("partition-id", "num-partitions"):
+    for key in (wire.PARTITION_ID, wire.NUM_PARTITIONS):
         if key not in node_config:
             raise ValueError(
                 f"node config has no {key!r}: start the SuperNode with "
-                "--node-config 'partition-id=<i> num-partitions=<n>'"
+                f"--node-config '{wire.PARTITION_ID}=<i> {wire.NUM_PARTITIONS}=<n>'"
             )
-    return client_partition(config, int(node_config["partition-id"]), int(node_config["num-partitions"]))
+    return client_partition(config, _partition_id(context), int(node_config[wire.NUM_PARTITIONS]))
+
+
+def _partition_id(context: Context) -> int:
+    return int(context.node_config[wire.PARTITION_ID])
 
 
 def _progress(context: Context) -> dict:
-    if STATE_PROGRESS in context.state:
-        return dict(context.state[STATE_PROGRESS])
-    return {"revision": 0}
+    if wire.STATE_PROGRESS in context.state:
+        return dict(context.state[wire.STATE_PROGRESS])
+    return {wire.STATE_REVISION: 0}
 
 
 def _load_client(context: Context, config: RunConfig) -> ClientSide:
     """This node's `ClientSide`, from the per-process cache when it is current."""
-    revision = _progress(context)["revision"]
+    revision = _progress(context)[wire.STATE_REVISION]
     key = (context.run_id, context.node_id)
     cached = _live_clients.get(key)
     if cached is not None and cached[0] == revision:
         return cached[1]
     client = new_client_side(config, pretrained=not revision)  # saved weights replace the initial ones
     if revision:
-        client.load_state_arrays(wire.record_to_arrays(context.state[STATE_CLIENT]))
+        client.load_state_arrays(wire.record_to_arrays(context.state[wire.STATE_CLIENT]))
     _live_clients[key] = (revision, client)
     return client
 
 
 def _save_client(context: Context, client: ClientSide, progress: dict) -> dict:
     """Persist weights and optimizer state; returns the progress with its new revision."""
-    progress = {**progress, "revision": progress["revision"] + 1}
-    context.state[STATE_CLIENT] = wire.tensors_to_record(client.state_arrays())
-    context.state[STATE_PROGRESS] = ConfigRecord(progress)
-    _live_clients[(context.run_id, context.node_id)] = (progress["revision"], client)
+    progress = {**progress, wire.STATE_REVISION: progress[wire.STATE_REVISION] + 1}
+    context.state[wire.STATE_CLIENT] = wire.tensors_to_record(client.state_arrays())
+    context.state[wire.STATE_PROGRESS] = ConfigRecord(progress)
+    _live_clients[(context.run_id, context.node_id)] = (progress[wire.STATE_REVISION], client)
     return progress
 
 
 def _batch(data: SplitData, config: RunConfig, context: Context, step: dict) -> SplitData:
     """The samples of `step` (epoch, step, client-batch-size), re-derived from the seed."""
-    partition_id = int(context.node_config["partition-id"])
-    rows = batch_rows(len(data), step["client-batch-size"], config.seed, partition_id, step["epoch"], step["step"])
+    rows = batch_rows(
+        len(data),
+        step[wire.CLIENT_BATCH_SIZE],
+        config.seed,
+        _partition_id(context),
+        step[wire.EPOCH],
+        step[wire.STEP_INDEX],
+    )
     return data.select(rows)
 
 
-def _finish_pending_step(msg: Message, context: Context, config: RunConfig, client: ClientSide, data: SplitData) -> dict:
+def _finish_pending_step(
+    msg: Message, context: Context, config: RunConfig, client: ClientSide, data: SplitData
+) -> dict:
     """Apply the pending step's cut-layer gradient when the server sent one.
 
     Without one (the server dropped this client from that step) the step is simply
@@ -102,11 +112,15 @@ def _finish_pending_step(msg: Message, context: Context, config: RunConfig, clie
     if wire.CUT_GRAD not in msg.content:
         return progress
     sent_for = dict(msg.content[wire.CUT_GRAD_STEP])
-    if not pending or (sent_for["epoch"], sent_for["step"]) != (pending["epoch"], pending["step"]):
+    if not pending or (sent_for[wire.EPOCH], sent_for[wire.STEP_INDEX]) != (
+        pending[wire.EPOCH],
+        pending[wire.STEP_INDEX],
+    ):
         raise ValueError(f"cut-layer gradient for step {sent_for} does not match this client's pending step {pending}")
     cut_grad = wire.record_to_tensors(msg.content[wire.CUT_GRAD])
-    lr = step_lr(config.learning_rate, config.lr_step_size, config.lr_gamma, pending["epoch"])
-    client.apply_cut_grad(_batch(data, config, context, pending).inputs, cut_grad, lr)
+    client.apply_cut_grad(
+        _batch(data, config, context, pending).inputs, cut_grad, epoch_lr(config, pending[wire.EPOCH])
+    )
     return _save_client(context, client, progress)
 
 
@@ -120,42 +134,42 @@ def _resume(msg: Message, context: Context) -> tuple[RunConfig, SplitData, Clien
 
 def _reply(msg: Message, arrays_key: str, arrays: dict, started: float, metrics: dict | None = None) -> Message:
     """A reply holding one ArrayRecord and the client's metrics, timed from `started`."""
-    metrics = {**(metrics or {}), "compute-s": time.perf_counter() - started}
-    content = RecordDict({arrays_key: wire.tensors_to_record(arrays), wire.CLIENT_METRICS: wire.metrics_record(**metrics)})
+    metrics = {**(metrics or {}), wire.COMPUTE_S: time.perf_counter() - started}
+    content = RecordDict({arrays_key: wire.tensors_to_record(arrays), wire.CLIENT_METRICS: MetricRecord(metrics)})
     return Message(content, reply_to=msg)
 
 
-@app.query("partition_info")
+@app.query(wire.action(wire.PARTITION_INFO))
 def partition_info(msg: Message, context: Context) -> Message:
     config = parse_run_config(context.run_config)
     data = _partition(context, config)
-    info = wire.metrics_record(
-        **{
-            "partition-id": int(context.node_config["partition-id"]),
-            "num-partitions": int(context.node_config["num-partitions"]),
-            "num-examples": len(data),
+    info = MetricRecord(
+        {
+            wire.PARTITION_ID: _partition_id(context),
+            wire.NUM_PARTITIONS: int(context.node_config[wire.NUM_PARTITIONS]),
+            wire.NUM_EXAMPLES: len(data),
         }
     )
     return Message(RecordDict({wire.INFO: info}), reply_to=msg)
 
 
-@app.query("ping")
+@app.query(wire.action(wire.PING))
 def ping(msg: Message, context: Context) -> Message:
     return Message(RecordDict(), reply_to=msg)
 
 
-@app.train("forward")
+@app.train(wire.action(wire.FORWARD))
 def forward(msg: Message, context: Context) -> Message:
     """Apply the previous step's cut-layer gradient (if any), then send this step's activations."""
     started = time.perf_counter()
     config, data, client, progress = _resume(msg, context)
     step = {key: msg.content[wire.STEP][key] for key in PENDING_KEYS}
     smashed = client.smashed(_batch(data, config, context, step).inputs)
-    context.state[STATE_PROGRESS] = ConfigRecord({**progress, **step})
+    context.state[wire.STATE_PROGRESS] = ConfigRecord({**progress, **step})
     return _reply(msg, wire.SMASHED, smashed, started)
 
 
-@app.train("loss_grad")
+@app.train(wire.action(wire.LOSS_GRAD))
 def loss_grad(msg: Message, context: Context) -> Message:
     """Loss gradient w.r.t. this client's logits, computed with labels that stay here."""
     started = time.perf_counter()
@@ -163,25 +177,26 @@ def loss_grad(msg: Message, context: Context) -> Message:
     data = _partition(context, config)
     progress = _progress(context)
     step = msg.content[wire.STEP]
-    if (step["epoch"], step["step"]) != (progress.get("epoch"), progress.get("step")):
+    if (step[wire.EPOCH], step[wire.STEP_INDEX]) != (progress.get(wire.EPOCH), progress.get(wire.STEP_INDEX)):
         raise ValueError(f"logits for step {dict(step)} but this client's pending step is {progress}")
     labels = _batch(data, config, context, progress).labels
-    logits = wire.record_to_tensors(msg.content[wire.LOGITS])["logits"]
+    logits = wire.record_to_tensors(msg.content[wire.LOGITS])[wire.LOGITS]
     if logits.shape[0] != len(labels):
         raise ValueError(f"got logits for {logits.shape[0]} samples, the pending batch has {len(labels)}")
-    grad, loss_sum, correct = loss_gradient(TASKS[config.dataset].objective, logits, labels, int(step["total-batch"]))
-    metrics = {"loss-sum": loss_sum, "correct": correct, "num-examples": len(labels)}
-    return _reply(msg, wire.LOGIT_GRAD, {"logit_grad": grad}, started, metrics)
+    grad, loss_sum, correct = loss_gradient(
+        TASKS[config.dataset].objective, logits, labels, int(step[wire.TOTAL_BATCH])
+    )
+    metrics = {wire.LOSS_SUM: loss_sum, wire.CORRECT: correct, wire.NUM_EXAMPLES: len(labels)}
+    return _reply(msg, wire.LOGIT_GRAD, {wire.LOGIT_GRAD: grad}, started, metrics)
 
 
-@app.train("end_epoch")
+@app.train(wire.action(wire.END_EPOCH))
 def end_epoch(msg: Message, context: Context) -> Message:
     """Finish the last step, then share trainable weights for evaluation (the client keeps its own)."""
     started = time.perf_counter()
     _, data, client, progress = _resume(msg, context)
-    context.state[STATE_PROGRESS] = ConfigRecord(progress)
-    return _reply(msg, wire.CLIENT_MODEL, trainable_arrays(client.model), started, {"num-examples": len(data)})
-
+    context.state[wire.STATE_PROGRESS] = ConfigRecord(progress)
+    return _reply(msg, wire.CLIENT_MODEL, trainable_arrays(client.model), started, {wire.NUM_EXAMPLES: len(data)})
 
 
 @app.train()
@@ -191,19 +206,25 @@ def fedavg_local_epoch(msg: Message, context: Context) -> Message:
     config = parse_run_config(context.run_config)
     data = _partition(context, config)
     model = new_full_model(config)
-    load_trainable(model, wire.record_to_arrays(msg.content[fedavg.ARRAYS]))
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
-    if STATE_FEDAVG_OPTIMIZER in context.state:
-        load_optimizer_arrays(optimizer, wire.record_to_arrays(context.state[STATE_FEDAVG_OPTIMIZER]))
-    server_round = int(msg.content[fedavg.CONFIG]["server-round"])
-    lr = step_lr(config.learning_rate, config.lr_step_size, config.lr_gamma, server_round - 1)
-    batch_size = int(msg.content[fedavg.CONFIG]["client-batch-size"])
-    partition_id = int(context.node_config["partition-id"])
-    stats = train_local_epoch(model, optimizer, data, batch_size, lr, config.seed, partition_id, server_round - 1)
-    context.state[STATE_FEDAVG_OPTIMIZER] = wire.tensors_to_record(optimizer_arrays(optimizer))
-    metrics = {key: stats[key] for key in ("num-examples", "loss-sum", "correct", "steps")}
-    metrics["compute-s"] = time.perf_counter() - started
+    load_trainable(model, wire.record_to_arrays(msg.content[wire.ARRAYS]))
+    optimizer = new_optimizer(model, config.learning_rate)
+    if wire.STATE_FEDAVG_OPTIMIZER in context.state:
+        load_optimizer_arrays(optimizer, wire.record_to_arrays(context.state[wire.STATE_FEDAVG_OPTIMIZER]))
+    round_config = msg.content[wire.CONFIG]
+    epoch = int(round_config[wire.SERVER_ROUND]) - 1
+    batch_size = int(round_config[wire.CLIENT_BATCH_SIZE])
+    stats = train_local_epoch(
+        model, optimizer, data, batch_size, epoch_lr(config, epoch), config.seed, _partition_id(context), epoch
+    )
+    context.state[wire.STATE_FEDAVG_OPTIMIZER] = wire.tensors_to_record(optimizer_arrays(optimizer))
+    metrics = {
+        wire.NUM_EXAMPLES: stats.num_examples,
+        wire.LOSS_SUM: stats.loss_sum,
+        wire.CORRECT: stats.correct,
+        wire.LOCAL_STEPS: stats.steps,
+        wire.COMPUTE_S: time.perf_counter() - started,
+    }
     content = RecordDict(
-        {fedavg.ARRAYS: wire.tensors_to_record(trainable_arrays(model)), fedavg.METRICS: wire.metrics_record(**metrics)}
+        {wire.ARRAYS: wire.tensors_to_record(trainable_arrays(model)), wire.METRICS: MetricRecord(metrics)}
     )
     return Message(content, reply_to=msg)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 
+import torch
+
 from mpsl_flower.config import RunConfig
 from mpsl_flower.model_inputs import load_inputs
 from tasks.data import SplitData
@@ -14,13 +16,17 @@ from tasks.registry import TASKS
 @functools.lru_cache(maxsize=4)
 def _all_partition_rows(config: RunConfig, num_partitions: int) -> list[list[int]]:
     train = load_inputs(config).train
-    return partition_rows(train, TASKS[config.dataset].num_classes, config.split_type, num_partitions, config.dirichlet_alpha, config.seed)
+    return partition_rows(
+        train, TASKS[config.dataset].num_classes, config.split_type, num_partitions, config.dirichlet_alpha, config.seed
+    )
 
 
 def client_partition(config: RunConfig, partition_id: int, num_partitions: int) -> SplitData:
     """Training samples of partition `partition_id` of `num_partitions`; same config, same rows."""
     if not 0 <= partition_id < num_partitions:
-        raise ValueError(f"partition-id={partition_id} is outside 0..{num_partitions - 1} (num-partitions={num_partitions})")
+        raise ValueError(
+            f"partition-id={partition_id} is outside 0..{num_partitions - 1} (num-partitions={num_partitions})"
+        )
     return _partition(config, num_partitions, partition_id)
 
 
@@ -34,13 +40,16 @@ def partition_label_counts(config: RunConfig, num_partitions: int) -> dict[int, 
     """Each partition's samples per label, as the seeded partitioner makes them (for `run_info.json`).
 
     Computed where the data is (the server of a simulation, or any machine with the dataset),
-    never reported by clients. Empty for retrieval tasks, which have no labels.
+    never reported by clients. Retrieval tasks have no labels: every partition's counts are empty.
     """
+    labels = load_inputs(config).train.labels
+    rows = _all_partition_rows(config, num_partitions)
+    return {partition_id: label_counts(config, labels[r]) for partition_id, r in enumerate(rows)}
+
+
+def label_counts(config: RunConfig, labels: torch.Tensor) -> dict[int, int]:
+    """Samples per label; empty for retrieval tasks, which have no labels."""
     if TASKS[config.dataset].num_classes == 0:
         return {}
-    labels = load_inputs(config).train.labels
-    counts = {}
-    for partition_id, rows in enumerate(_all_partition_rows(config, num_partitions)):
-        values, tallies = labels[rows].unique(return_counts=True)
-        counts[partition_id] = dict(zip(values.tolist(), tallies.tolist()))
-    return counts
+    values, tallies = labels.unique(return_counts=True)
+    return dict(zip(values.tolist(), tallies.tolist()))

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from mpsl_flower.models.full_model import FullModel
+from mpsl_flower.split.optimizer import set_lr
 from mpsl_flower.split.schedule import batch_rows, num_batches
 from tasks.data import SplitData
 from tasks.objectives import loss_sum_and_correct
+
+
+@dataclass(frozen=True)
+class LocalEpochStats:
+    loss_sum: float
+    correct: int
+    num_examples: int
+    steps: int
 
 
 def train_local_epoch(
@@ -19,12 +30,11 @@ def train_local_epoch(
     seed: int,
     partition_id: int,
     epoch: int,
-) -> dict[str, float]:
-    """Adam steps over `data` in the seeded batch order MPSL uses; returns loss sum, correct, samples, steps."""
+) -> LocalEpochStats:
+    """Optimizer steps over `data` in the seeded batch order MPSL uses."""
     device = next(model.parameters()).device
     model.train()
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+    set_lr(optimizer, lr)
     loss_sum, correct, steps = 0.0, 0, num_batches(len(data), batch_size)
     for step in range(steps):
         batch = data.select(batch_rows(len(data), batch_size, seed, partition_id, epoch, step))
@@ -36,4 +46,4 @@ def train_local_epoch(
         optimizer.step()
         loss_sum += float(batch_loss_sum.detach())
         correct += batch_correct
-    return {"loss-sum": loss_sum, "correct": correct, "num-examples": len(data), "steps": steps}
+    return LocalEpochStats(loss_sum, correct, len(data), steps)

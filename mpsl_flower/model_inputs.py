@@ -35,7 +35,9 @@ _in_memory: dict[tuple, TaskData] = {}
 
 def load_inputs(config: RunConfig) -> TaskData:
     """Train and test splits of the run's task, with a `text_feature` column when it has text."""
-    data = load_task_data(config.dataset, config.seed, config.resolved_path("data_dir"), config.resolved_path("cache_dir"))
+    data = load_task_data(
+        config.dataset, config.seed, config.resolved_path("data_dir"), config.resolved_path("cache_dir")
+    )
     if TASKS[config.dataset].text is None:
         return data
     encoder = resolve_text_encoder(config)
@@ -69,7 +71,10 @@ def _text_features(config: RunConfig, encoder: FrozenTextEncoder, data: TaskData
     if folder is not None and (folder / IDENTITY_FILE).is_file():
         try:
             cached = [np.load(folder / f"{split}.npy", mmap_mode="r") for split in SPLITS]
-            if (folder / IDENTITY_FILE).read_text() == encoder.identity and [len(c) for c in cached] == [len(data.train), len(data.test)]:
+            if (folder / IDENTITY_FILE).read_text() == encoder.identity and [len(c) for c in cached] == [
+                len(data.train),
+                len(data.test),
+            ]:
                 return DiskColumn(cached[0]), DiskColumn(cached[1])
             logger.warning("text-feature cache %s does not match this data; recomputing it", folder)
         except (OSError, ValueError) as error:  # a damaged cache is rebuilt, never trusted

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
+from importlib import metadata
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from mpsl_flower.config import RunConfig
+from mpsl_flower.models.full_model import FullModel
+from mpsl_flower.split.schedule import steps_per_epoch
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
@@ -43,16 +47,70 @@ class RunResults:
             stream.flush()
             os.fsync(stream.fileno())
 
-    def save_model(self, server_model: nn.Module, client_model: nn.Module, epoch: int) -> None:
-        """Server side and aggregated client side, in one file, replaced atomically."""
+    def save_model(self, model: FullModel, epoch: int) -> None:
+        """Server side and (aggregated) client side, in one file, replaced atomically."""
         payload = {
             "epoch": epoch,
-            "server": {k: v.detach().cpu() for k, v in server_model.state_dict().items()},
-            "client": {k: v.detach().cpu() for k, v in client_model.state_dict().items()},
+            "server": {k: v.detach().cpu() for k, v in model.server.state_dict().items()},
+            "client": {k: v.detach().cpu() for k, v in model.client.state_dict().items()},
         }
         partial = self.model_path.with_suffix(".pt.partial")
         torch.save(payload, partial)
         os.replace(partial, self.model_path)
+
+
+def run_info(
+    config: RunConfig,
+    model: FullModel,
+    partition_sizes: dict[int, int],
+    label_counts: dict[int, dict[int, int]],
+    client_batch_size: int,
+    device: torch.device,
+) -> dict:
+    """What `run_info.json` holds, for every method: the federation, the model, the software.
+
+    The centralized baseline is one "client" holding the whole training split.
+    """
+    return {
+        "num_clients": len(partition_sizes),
+        "train_samples": sum(partition_sizes.values()),
+        "partition_sizes": partition_sizes,
+        "partition_label_counts": label_counts,
+        "client_batch_size": client_batch_size,
+        "steps_per_epoch": steps_per_epoch(list(partition_sizes.values()), client_batch_size),
+        "device": str(device),
+        **model_facts(config, model.client, model.server),
+        "versions": software_versions(),
+    }
+
+
+def software_versions() -> dict[str, str | None]:
+    """Versions of the libraries that shape results, and our git commit (None outside a checkout)."""
+    versions: dict[str, str | None] = {"torch": torch.__version__}  # with its build, e.g. 2.9.1+cpu
+    for package in ("mpsl-flower", "flwr", "flwr-datasets", "timm"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    versions["git_commit"] = _git_commit(Path(__file__).resolve().parent)
+    return versions
+
+
+def _git_commit(folder: Path) -> str | None:
+    """HEAD's commit, with `-dirty` when tracked files differ from it; None outside a git checkout.
+
+    Under `flwr run` the app runs from a copy without `.git`, so the field is None there.
+    """
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True, timeout=10, check=True).stdout
+
+    try:
+        commit = git("rev-parse", "HEAD").strip()
+        dirty = git("status", "--porcelain", "--untracked-files=no").strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{commit}-dirty" if dirty else commit
 
 
 def model_facts(config: RunConfig, client_model: nn.Module, server_model: nn.Module) -> dict:
@@ -74,9 +132,9 @@ def model_facts(config: RunConfig, client_model: nn.Module, server_model: nn.Mod
     }
 
 
-def read_metrics(folder: Path) -> list[dict]:
-    """The per-epoch records of a results folder, in order."""
-    with open(Path(folder) / METRICS_FILE, encoding="utf-8") as stream:
+def read_metrics(folder: str | Path) -> list[dict]:
+    """The per-epoch records of a results folder, in order (`~` is expanded)."""
+    with open(Path(folder).expanduser() / METRICS_FILE, encoding="utf-8") as stream:
         return [json.loads(line) for line in stream if line.strip()]
 
 

@@ -1,49 +1,61 @@
-"""The ServerApp: read the run config, then run the chosen method (MPSL, FedAvg or centralized)."""
+"""The ServerApp: read the run config, build the method's strategy, start it, report where results went."""
 
 from __future__ import annotations
 
-from logging import ERROR, INFO
+from logging import INFO
 
 from flwr.app import Context
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import Result
 
-from mpsl_flower.centralized import run_centralized
-from mpsl_flower.config import ConfigError, parse_run_config
+from mpsl_flower.config import RunConfig, parse_run_config
+from mpsl_flower.logs import show_project_logs
 from mpsl_flower.model_inputs import load_inputs
 from mpsl_flower.results import RunResults
-from mpsl_flower.split.build import new_server_side, resolve_device
-from strategies.discovery import discover_clients
+from mpsl_flower.split.build import resolve_device
+from strategies.centralized import Centralized
 from strategies.fedavg import FederatedAveraging
+from strategies.global_model import central_evaluation, initial_arrays
 from strategies.mpsl import MpslStrategy
 
+STRATEGIES = {
+    "mpsl": MpslStrategy,
+    "fedavg": FederatedAveraging,
+    "fedclip": FederatedAveraging,
+    "centralized": Centralized,
+}
+
+show_project_logs()
 app = ServerApp()
 
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    try:
-        run(grid, context)
-    except ConfigError as error:
-        log(ERROR, "Invalid run config: %s", error)
-        raise
-
-
-def run(grid: Grid, context: Context) -> None:
-    """Train with the method and settings of the run config over the nodes of `grid`."""
     config = parse_run_config(context.run_config)
-    if config.method == "centralized":
-        log(INFO, "[centralized] trains in the ServerApp alone; the SuperNodes stay idle")
-        _, results = run_centralized(config, run_label=str(grid.run.run_id))
-    else:
-        device = resolve_device(config)
-        results = RunResults(config, run_label=str(grid.run.run_id))
-        log(INFO, "[%s] dataset %s, encoder %s on %s; results in %s", config.method, config.dataset, config.encoder_size, device, results.folder)
-        test = load_inputs(config).test
-        if config.method in ("fedavg", "fedclip"):
-            clients = discover_clients(grid, config.step_timeout_s)
-            config.check_num_clients(len(clients))
-            FederatedAveraging(config, clients, test, device, results).run(grid)
-        else:
-            MpslStrategy(config, new_server_side(config, device), test, results).start(grid)
+    train(config, grid, run_label=str(grid.run.run_id))
+
+
+def train(config: RunConfig, grid: Grid | None, run_label: str = "") -> tuple[Result, RunResults]:
+    """Train with `config.method` over the nodes of `grid` (None: centralized without Flower's runtime)."""
+    device = resolve_device(config)
+    results = RunResults(config, run_label)
+    log(
+        INFO,
+        "[%s] dataset %s, encoder %s on %s; results in %s",
+        config.method,
+        config.dataset,
+        config.encoder_size,
+        device,
+        results.folder,
+    )
+    strategy = STRATEGIES[config.method](config, device, results)
+    result = strategy.start(
+        grid=grid,
+        initial_arrays=initial_arrays(config),
+        num_rounds=config.num_epochs,
+        timeout=config.step_timeout_s,
+        evaluate_fn=central_evaluation(config, load_inputs(config).test, device),
+    )
     log(INFO, "[%s] done; metrics and model in %s", config.method, results.folder)
+    return result, results

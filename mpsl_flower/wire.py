@@ -1,45 +1,90 @@
-"""What crosses the wire between the MPSL server and its clients, in one place.
+"""Everything that crosses the wire between the ServerApp and its clients, for every method.
 
-Both the ClientApp and the MPSL strategy import these names; nothing else builds or reads
-MPSL message content. Tensors travel as float32 numpy arrays in `ArrayRecord`s (Flower
-cannot carry bfloat16); labels never appear in any message.
+The ClientApp and every strategy import these names; no other module spells a message type or
+a record key. Tensors travel as float32 numpy arrays in `ArrayRecord`s (Flower cannot carry
+bfloat16); labels never appear in any message.
 
-One step costs two round trips per client:
-  train.forward    server -> client: step to compute (+ cut-layer gradient of the client's
-                   previous step, piggy-backed); reply: smashed activations per stream.
-  train.loss_grad  server -> client: the client's logits and the global batch size;
-                   reply: dL/dlogits of the client's weighted loss, loss sum, correct count.
-  train.end_epoch  server -> client: last pending cut-layer gradient; reply: the client's
-                   trainable weights (for evaluation and saving only) and its sample count.
-  query.partition_info   reply: partition id, number of partitions, training samples.
+MPSL: one step costs two round trips per client:
+  train.forward    server -> client: STEP (+ CUT_GRAD of the client's previous step,
+                   piggy-backed, with CUT_GRAD_STEP); reply: SMASHED activations per stream.
+  train.loss_grad  server -> client: LOGITS and STEP (+ TOTAL_BATCH);
+                   reply: LOGIT_GRAD of the client's weighted loss, with its loss and accuracy.
+  train.end_epoch  server -> client: the last pending CUT_GRAD; reply: CLIENT_MODEL, the
+                   client's trainable weights (for evaluation and saving only).
+FedAvg and FedCLIP (Flower's `FedAvg` record layout):
+  train            server -> client: ARRAYS (the trainable set) and CONFIG (SERVER_ROUND,
+                   CLIENT_BATCH_SIZE); reply: trained ARRAYS and METRICS.
+Every method:
+  query.partition_info   reply: INFO (partition id, number of partitions, training samples).
   query.ping       empty both ways: measures Flower's own round-trip floor.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, RecordDict
 from flwr.common.serde import recorddict_to_proto
 
+# ---- message types ------------------------------------------------------------------------
 FORWARD = "train.forward"
 LOSS_GRAD = "train.loss_grad"
 END_EPOCH = "train.end_epoch"
+FEDAVG_TRAIN = "train"  # Flower's FedAvg sends plain `train` messages
 PARTITION_INFO = "query.partition_info"
 PING = "query.ping"
 
-# Record keys.
-STEP = "step"  # ConfigRecord: epoch, step, client-batch-size (+ total-batch for LOSS_GRAD)
+# ---- record keys: MPSL --------------------------------------------------------------------
+STEP = "step"  # ConfigRecord: EPOCH, STEP_INDEX, CLIENT_BATCH_SIZE (+ TOTAL_BATCH for LOSS_GRAD)
 CUT_GRAD = "cut_grad"  # ArrayRecord: stream name -> gradient at the cut layer
-CUT_GRAD_STEP = "cut_grad_step"  # ConfigRecord: epoch, step the cut gradient belongs to
+CUT_GRAD_STEP = "cut_grad_step"  # ConfigRecord: EPOCH, STEP_INDEX the cut gradient belongs to
 SMASHED = "smashed"  # ArrayRecord: stream name -> activations [m, tokens, width]
-LOGITS = "logits"  # ArrayRecord: "logits" -> [m, classes]
-LOGIT_GRAD = "logit_grad"  # ArrayRecord: "logit_grad" -> [m, classes]
+LOGITS = "logits"  # ArrayRecord: LOGITS -> [m, classes] (or retrieval embeddings)
+LOGIT_GRAD = "logit_grad"  # ArrayRecord: LOGIT_GRAD -> [m, classes]
 CLIENT_MODEL = "client_model"  # ArrayRecord: trainable client weights
-INFO = "info"  # MetricRecord: partition-id, num-partitions, num-examples
-CLIENT_METRICS = "client_metrics"  # MetricRecord: loss-sum, correct, num-examples, compute-s
+CLIENT_METRICS = "client_metrics"  # MetricRecord: COMPUTE_S (+ LOSS_SUM, CORRECT, NUM_EXAMPLES)
+
+# ---- record keys: FedAvg / FedCLIP (the names Flower's FedAvg expects) ---------------------
+ARRAYS = "arrays"  # ArrayRecord: the trainable set, sent and returned
+CONFIG = "config"  # ConfigRecord: SERVER_ROUND, CLIENT_BATCH_SIZE
+METRICS = "metrics"  # MetricRecord: NUM_EXAMPLES, LOSS_SUM, CORRECT, LOCAL_STEPS, COMPUTE_S
+
+# ---- record keys: every method ------------------------------------------------------------
+INFO = "info"  # MetricRecord: PARTITION_ID, NUM_PARTITIONS, NUM_EXAMPLES
+
+# ---- keys inside config and metric records ------------------------------------------------
+EPOCH = "epoch"
+STEP_INDEX = "step"
+CLIENT_BATCH_SIZE = "client-batch-size"
+TOTAL_BATCH = "total-batch"
+SERVER_ROUND = "server-round"
+LOSS_SUM = "loss-sum"
+CORRECT = "correct"
+NUM_EXAMPLES = "num-examples"  # also Flower FedAvg's `weighted_by_key`
+LOCAL_STEPS = "steps"
+COMPUTE_S = "compute-s"
+PARTITION_ID = "partition-id"  # also the SuperNode's node-config key
+NUM_PARTITIONS = "num-partitions"  # also the SuperNode's node-config key
+
+FORWARD_METRICS = (COMPUTE_S,)
+LOSS_GRAD_METRICS = (LOSS_SUM, CORRECT, NUM_EXAMPLES, COMPUTE_S)
+END_EPOCH_METRICS = (NUM_EXAMPLES, COMPUTE_S)
+FEDAVG_METRICS = (NUM_EXAMPLES, LOSS_SUM, CORRECT, LOCAL_STEPS, COMPUTE_S)
+
+# ---- what a node keeps in its `context.state` (never sent) --------------------------------
+STATE_CLIENT = "mpsl.client"  # ArrayRecord: trainable weights + optimizer state
+STATE_PROGRESS = "mpsl.progress"  # ConfigRecord: revision (+ the pending step while one is open)
+STATE_REVISION = "revision"
+STATE_FEDAVG_OPTIMIZER = "fedavg.optimizer"  # ArrayRecord: this client's Adam state across rounds
 
 WIRE_DTYPE = np.float32
+
+
+def action(message_type: str) -> str:
+    """The ClientApp handler's name for a message type: `train.forward` -> `forward`."""
+    return message_type.split(".", 1)[1]
 
 
 def tensors_to_record(tensors: dict[str, torch.Tensor | np.ndarray]) -> ArrayRecord:
@@ -75,12 +120,29 @@ def check_arrays(arrays: dict[str, np.ndarray], expected: dict[str, tuple[int, .
     return None
 
 
-def step_record(**values: int) -> ConfigRecord:
-    return ConfigRecord(dict(values))
+def reply_problem(
+    content: RecordDict,
+    arrays_key: str,
+    expected: dict[str, tuple[int, ...]],
+    metrics_key: str,
+    metric_names: tuple[str, ...],
+) -> str | None:
+    """Why a client's reply cannot be used; None when it holds everything, well-formed.
 
-
-def metrics_record(**values: int | float) -> MetricRecord:
-    return MetricRecord(dict(values))
+    One check for every method: the arrays record with exactly the `expected` float32, finite
+    arrays, and the metrics record with every name of `metric_names`, each a finite number.
+    """
+    if arrays_key not in content or metrics_key not in content:
+        return f"reply lacks its {arrays_key!r} or {metrics_key!r} record"
+    metrics = content[metrics_key]
+    missing = [name for name in metric_names if name not in metrics]
+    if missing:
+        return f"reply lacks metrics {missing}"
+    for name in metric_names:
+        value = metrics[name]
+        if not isinstance(value, int | float) or not math.isfinite(value):
+            return f"client reported a non-finite {name!r}: {value!r}"
+    return check_arrays(record_to_arrays(content[arrays_key]), expected, arrays_key.replace("_", " "))
 
 
 def payload_bytes(content: RecordDict) -> int:

@@ -29,7 +29,9 @@ class Exchange:
     bytes_up: int = 0
 
 
-def exchange(grid: Grid, contents: dict[int, RecordDict], message_type: str, timeout_s: float, group_id: str = "") -> Exchange:
+def exchange(
+    grid: Grid, contents: dict[int, RecordDict], message_type: str, timeout_s: float, group_id: str = ""
+) -> Exchange:
     """Push `contents[node]` to each node as `message_type`; wait up to `timeout_s` for replies."""
     result = Exchange()
     messages = {

@@ -3,9 +3,9 @@
 Each selected client trains a full copy of the trainable set (tokenizers, pre-LN, last N
 blocks, head) for one local epoch with mini-batch ceil(batch-size / clients); its Adam state
 persists across rounds in `context.state`. The server averages every trained tensor weighted
-by sample count and sends the result to the clients of the next round. Only trainable tensors
-travel. Clients are selected with our own seeded RNG over partition ids, because Flower's node
-ids are random per run.
+by sample count (Flower's own aggregation) and sends the result to the clients of the next
+round. Only trainable tensors travel. Clients are selected with our own seeded RNG over
+partition ids, because Flower's node ids are random per run.
 
 FedCLIP is the same strategy over a different model (`method='fedclip'`, see
 `split.build.new_server_model`): the encoder is fully frozen and per-modality adapters are
@@ -23,21 +23,19 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy import FedAvg, Result
 
 from mpsl_flower import wire
 from mpsl_flower.client_data import partition_label_counts
 from mpsl_flower.config import RunConfig
-from mpsl_flower.models.weights import load_trainable, trainable_arrays
-from mpsl_flower.results import RunResults, model_facts
+from mpsl_flower.models.weights import load_trainable
+from mpsl_flower.results import RunResults, run_info
 from mpsl_flower.split.build import new_full_model
-from mpsl_flower.split.epoch import EpochTally, evaluated_record, format_epoch
-from mpsl_flower.split.schedule import step_lr, steps_per_epoch
-from strategies.discovery import ClientInfo
-from tasks.data import SplitData
-
-ARRAYS, CONFIG, METRICS = "arrays", "config", "metrics"  # FedAvg's record keys, shared with the ClientApp
-LOCAL_METRICS = ("num-examples", "loss-sum", "correct", "steps", "compute-s")
+from mpsl_flower.split.epoch import EpochTally
+from mpsl_flower.split.optimizer import epoch_lr
+from strategies.discovery import ClientInfo, discover_clients
+from strategies.epoch_report import EpochReport
+from strategies.global_model import EvaluateFn
 
 
 def select_partitions(partition_ids: list[int], fraction: float, seed: int, server_round: int) -> list[int]:
@@ -48,96 +46,122 @@ def select_partitions(partition_ids: list[int], fraction: float, seed: int, serv
 
 
 class FederatedAveraging(FedAvg):
-    """FedAvg over the discovered clients, evaluated centrally after every round."""
+    """FedAvg over the discovered clients, evaluated centrally after every round.
 
-    def __init__(
-        self, config: RunConfig, clients: list[ClientInfo], test: SplitData, device: torch.device, results: RunResults | None = None
-    ) -> None:
-        super().__init__(fraction_train=config.fraction_train, fraction_evaluate=0.0, min_available_nodes=1, min_train_nodes=1)
+    `start` is Flower's own, preceded by client discovery; it returns Flower's `Result`.
+    """
+
+    def __init__(self, config: RunConfig, device: torch.device, results: RunResults | None = None) -> None:
+        super().__init__(
+            fraction_train=config.fraction_train, fraction_evaluate=0.0, min_available_nodes=1, min_train_nodes=1
+        )
         self.config = config
-        self.clients = {c.partition_id: c for c in clients}
-        self.test = test
+        self.device = device
         self.results = results
-        self.model = new_full_model(config).to(device)
+        self.model = new_full_model(config)  # holds each round's average, for saving
         self.expected = {name: tuple(p.shape) for name, p in self.model.named_parameters() if p.requires_grad}
-        self.client_batch_size = config.client_batch_size(len(clients))
+        self.clients: dict[int, ClientInfo] = {}
+        self.client_batch_size = 0
         self.tally = EpochTally()
-        self.aggregated_clients = 0
-        self.history: list[dict] = []
+        self.round_record: dict = {}
+        self.report: EpochReport | None = None
 
-    def run(self, grid: Grid) -> list[dict]:
-        """`nr-of-epochs` rounds of one local epoch each; one record per round."""
+    def start(
+        self,
+        grid: Grid,
+        initial_arrays: ArrayRecord,
+        num_rounds: int = 3,
+        timeout: float = 3600,
+        train_config: ConfigRecord | None = None,
+        evaluate_config: ConfigRecord | None = None,
+        evaluate_fn: EvaluateFn | None = None,
+    ) -> Result:
+        """Discover clients, then Flower's FedAvg loop; each round is closed like an MPSL epoch.
+
+        `initial_arrays`: the trainable set (`strategies.global_model.initial_arrays`).
+        `train_config` entries travel to the clients with every round's own settings.
+        `evaluate_fn(round, arrays)` is called after each round (not before the first: the
+        original evaluates trained models only).
+        """
+        clients = discover_clients(grid, timeout)
+        self.config.check_num_clients(len(clients))
+        self.clients = {c.partition_id: c for c in clients}
+        self.client_batch_size = self.config.client_batch_size(len(clients))
         if self.results:
-            sizes = {pid: c.num_examples for pid, c in self.clients.items()}
-            self.results.write_run_info(
-                {
-                    "num_clients": len(self.clients),
-                    "partition_sizes": sizes,
-                    "partition_label_counts": partition_label_counts(self.config, len(self.clients)),
-                    "client_batch_size": self.client_batch_size,
-                    "steps_per_epoch": steps_per_epoch(list(sizes.values()), self.client_batch_size),
-                    "device": str(next(self.model.parameters()).device),
-                    **model_facts(self.config, self.model.client, self.model.server),
-                }
-            )
-        initial = wire.tensors_to_record(trainable_arrays(self.model))
-        self.start(grid, initial, num_rounds=self.config.num_epochs, timeout=self.config.step_timeout_s, evaluate_fn=self.evaluate)
-        return self.history
+            sizes = {c.partition_id: c.num_examples for c in clients}
+            label_counts = partition_label_counts(self.config, len(clients))
+            info = run_info(self.config, self.model, sizes, label_counts, self.client_batch_size, self.device)
+            self.results.write_run_info(info)
+        self.report = EpochReport(self.config.method, num_rounds, self.results)
 
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        def close_round(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+            return None if server_round == 0 else self._close_round(server_round, arrays, evaluate_fn)
+
+        return super().start(grid, initial_arrays, num_rounds, timeout, train_config, evaluate_config, close_round)
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         self.tally = EpochTally()
         chosen = select_partitions(sorted(self.clients), self.config.fraction_train, self.config.seed, server_round)
-        content = RecordDict(
-            {
-                ARRAYS: arrays,
-                CONFIG: ConfigRecord({"server-round": server_round, "client-batch-size": self.client_batch_size}),
-            }
+        round_config = ConfigRecord(
+            {**config, wire.SERVER_ROUND: server_round, wire.CLIENT_BATCH_SIZE: self.client_batch_size}
         )
+        content = RecordDict({wire.ARRAYS: arrays, wire.CONFIG: round_config})
         self.tally.bytes_down = wire.payload_bytes(content) * len(chosen)
         log(INFO, "[%s] round %d: %d of %d clients", self.config.method, server_round, len(chosen), len(self.clients))
-        return [Message(content, dst_node_id=self.clients[pid].node_id, message_type="train") for pid in chosen]
+        return [
+            Message(content, dst_node_id=self.clients[pid].node_id, message_type=wire.FEDAVG_TRAIN) for pid in chosen
+        ]
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Average the valid replies; a client with an error or malformed arrays is left out, logged."""
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Average the valid replies; a client with an error or malformed reply is left out, logged.
+
+        The metrics returned are the round's training record (the same keys as an MPSL epoch's).
+        """
         valid = []
         for reply in replies:
-            reason = self._problem(reply)
+            if reply.has_error():
+                reason = f"client error: {reply.error.reason}"
+            else:
+                reason = wire.reply_problem(
+                    reply.content, wire.ARRAYS, self.expected, wire.METRICS, wire.FEDAVG_METRICS
+                )
             if reason:
-                log(WARNING, "[%s] round %d: node %d left out: %s", self.config.method, server_round, reply.metadata.src_node_id, reason)
+                log(
+                    WARNING,
+                    "[%s] round %d: node %d left out: %s",
+                    self.config.method,
+                    server_round,
+                    reply.metadata.src_node_id,
+                    reason,
+                )
                 self.tally.dropped += 1
                 continue
             valid.append(reply)
-            metrics = reply.content[METRICS]
+            metrics = reply.content[wire.METRICS]
             self.tally.bytes_up += wire.payload_bytes(reply.content)
-            self.tally.add_client_loss(float(metrics["loss-sum"]), int(metrics["correct"]), int(metrics["num-examples"]))
-            self.tally.client_compute_s += float(metrics["compute-s"])
-            self.tally.steps = max(self.tally.steps, int(metrics["steps"]))  # local steps of the longest client
-        self.aggregated_clients = len(valid)
-        return super().aggregate_train(server_round, valid)
-
-    def _problem(self, reply: Message) -> str | None:
-        if reply.has_error():
-            return f"client error: {reply.error.reason}"
-        content = reply.content
-        if ARRAYS not in content or METRICS not in content:
-            return f"reply lacks its {ARRAYS!r} or {METRICS!r} record"
-        missing = [key for key in LOCAL_METRICS if key not in content[METRICS]]
-        if missing:
-            return f"reply lacks metrics {missing}"
-        return wire.check_arrays(wire.record_to_arrays(content[ARRAYS]), self.expected, "trained weights")
-
-    def evaluate(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-        """Central evaluation of the averaged model on the test split; writes the round's record."""
-        if server_round == 0:
-            return None
-        load_trainable(self.model, wire.record_to_arrays(arrays))
-        lr = step_lr(self.config.learning_rate, self.config.lr_step_size, self.config.lr_gamma, server_round - 1)
-        record = evaluated_record(
-            self.config, server_round - 1, lr, self.tally, self.model.client, self.model.server, self.test, self.aggregated_clients
+            self.tally.add_client_loss(
+                float(metrics[wire.LOSS_SUM]), int(metrics[wire.CORRECT]), int(metrics[wire.NUM_EXAMPLES])
+            )
+            self.tally.client_compute_s += float(metrics[wire.COMPUTE_S])
+            self.tally.steps = max(
+                self.tally.steps, int(metrics[wire.LOCAL_STEPS])
+            )  # local steps of the longest client
+        arrays, _ = super().aggregate_train(server_round, valid)
+        self.round_record = self.tally.train_record(
+            server_round - 1, epoch_lr(self.config, server_round - 1), len(valid)
         )
-        self.history.append(record)
-        log(INFO, "[%s] %s", self.config.method, format_epoch(record, self.config.num_epochs))
+        return arrays, MetricRecord(self.round_record)
+
+    def _close_round(
+        self, server_round: int, arrays: ArrayRecord, evaluate_fn: EvaluateFn | None
+    ) -> MetricRecord | None:
+        """Evaluate, log, record and save the round's average; the test metrics go to Flower's `Result`."""
+        record = self.report.close(self.round_record, arrays, evaluate_fn)
+        load_trainable(self.model, wire.record_to_arrays(arrays))
         if self.results:
-            self.results.log_epoch(record)
-            self.results.save_model(self.model.server, self.model.client, server_round)
-        return MetricRecord({"test_accuracy": record["test_accuracy"], "test_loss": record["test_loss"]})
+            self.results.save_model(self.model, server_round)
+        return self.report.result.evaluate_metrics_serverapp.get(record["epoch"])

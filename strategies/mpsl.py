@@ -10,93 +10,159 @@ malformed arrays is dropped from that step with a logged reason; the rest carry 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from logging import INFO, WARNING
 
 import numpy as np
 import torch
-from flwr.app import RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Result, Strategy
 
 from mpsl_flower import wire
 from mpsl_flower.client_data import partition_label_counts
 from mpsl_flower.config import RunConfig
-from mpsl_flower.results import RunResults, model_facts
-from mpsl_flower.split.build import new_client_model
-from mpsl_flower.split.epoch import EpochTally, close_epoch, format_epoch
+from mpsl_flower.models.full_model import FullModel
+from mpsl_flower.models.weights import load_trainable, trainable_arrays
+from mpsl_flower.results import RunResults, run_info
+from mpsl_flower.split.build import new_client_model, new_server_side
+from mpsl_flower.split.epoch import EpochTally, averaged_client_model
+from mpsl_flower.split.optimizer import epoch_lr
 from mpsl_flower.split.schedule import num_batches, steps_per_epoch
-from mpsl_flower.split.server_side import ServerSide
 from strategies.discovery import ClientInfo, discover_clients
+from strategies.epoch_report import EpochReport
 from strategies.exchange import Exchange, exchange
-from tasks.data import SplitData
+from strategies.global_model import EvaluateFn
+
+CLIENT_PREFIX, SERVER_PREFIX = "client.", "server."  # FullModel's names for the two halves
 
 
-class MpslStrategy:
-    """Drives MPSL training over the nodes of a Flower `Grid`; holds the one server model."""
+class MpslStrategy(Strategy):
+    """Drives MPSL training over the nodes of a Flower `Grid`; holds the one server model.
 
-    def __init__(self, config: RunConfig, server: ServerSide, test: SplitData, results: RunResults | None = None) -> None:
+    Called like Flower's own strategies: `start(grid, initial_arrays, num_rounds, timeout,
+    evaluate_fn=...)` returns a `Result`. One round is one epoch. MPSL has no per-round
+    broadcast and aggregation: an epoch is many steps of two round trips each, so Flower's
+    round hooks (`configure_train`, `aggregate_train`, `configure_evaluate`,
+    `aggregate_evaluate`) have no meaning here and raise; `start` runs the steps itself.
+    """
+
+    def __init__(self, config: RunConfig, device: torch.device, results: RunResults | None = None) -> None:
         self.config = config
-        self.server = server
-        self.test = test
         self.results = results
-        self.template = new_client_model(config)
+        self.server = new_server_side(config, device)
+        self.template = new_client_model(config)  # the initial client model every client builds
         self.stream_shapes = self.template.stream_shapes()
         self.client_weight_shapes = {n: tuple(p.shape) for n, p in self.template.named_parameters() if p.requires_grad}
-        self.output_shape = server.model.output_shape
+        self.output_shape = self.server.model.output_shape
         self.pending_cut_grads: dict[int, tuple[dict[str, torch.Tensor], int, int]] = {}
-        self.history: list[dict] = []
 
     # ---- run ----------------------------------------------------------------------------
 
-    def start(self, grid: Grid) -> list[dict]:
-        """Discover clients, train for `nr-of-epochs`, return the per-epoch records."""
-        clients = discover_clients(grid, self.config.step_timeout_s)
+    def start(
+        self,
+        grid: Grid,
+        initial_arrays: ArrayRecord,
+        num_rounds: int = 3,
+        timeout: float = 3600,
+        train_config: ConfigRecord | None = None,
+        evaluate_config: ConfigRecord | None = None,
+        evaluate_fn: EvaluateFn | None = None,
+    ) -> Result:
+        """Discover clients, train `num_rounds` epochs, evaluate after each; return Flower's `Result`.
+
+        `initial_arrays`: the trainable set of the unsplit model (`strategies.global_model.
+        initial_arrays`). Its server half initialises the server; its client half must equal
+        what the clients build from the run config, since MPSL sends no weights down.
+        `timeout`: how long each exchange waits for a client's reply. `train_config` and
+        `evaluate_config` must be empty: clients read their settings from the run config.
+        `evaluate_fn(epoch, arrays)` gets the aggregated client half plus the server half.
+        """
+        if train_config or evaluate_config:
+            raise ValueError("MPSL sends no per-round config: put settings in the run config")
+        self._load_initial_arrays(initial_arrays)
+        log(INFO, "Starting %s strategy:", type(self).__name__)
+        self.summary()
+        clients = discover_clients(grid, timeout)
         self.config.check_num_clients(len(clients))
         m = self.config.client_batch_size(len(clients))
         steps = steps_per_epoch([c.num_examples for c in clients], m)
         log(INFO, "[MPSL] %d clients, %d samples/client/step, %d steps/epoch", len(clients), m, steps)
         if self.results:
-            self.results.write_run_info(self.run_info(clients, m, steps))
-        for epoch in range(self.config.num_epochs):
+            sizes = {c.partition_id: c.num_examples for c in clients}
+            label_counts = partition_label_counts(self.config, len(clients))
+            model = FullModel(self.template, self.server.model)
+            self.results.write_run_info(run_info(self.config, model, sizes, label_counts, m, self.server.device))
+        report = EpochReport("MPSL", num_rounds, self.results)
+        for epoch in range(num_rounds):
+            lr = epoch_lr(self.config, epoch)
+            self.server.set_lr(lr)
             tally = EpochTally()
             for step in range(steps):
-                self.run_step(grid, clients, epoch, step, m, tally)
+                self.run_step(grid, clients, epoch, step, m, timeout, tally)
                 if (step + 1) % max(1, steps // 4) == 0 and step + 1 < steps:
                     log(INFO, "[MPSL] epoch %d: step %d/%d", epoch + 1, step + 1, steps)
-            record = self.finish_epoch(grid, clients, epoch, tally)
-            self.history.append(record)
-            log(INFO, "[MPSL] %s", format_epoch(record, self.config.num_epochs))
-        return self.history
+            client_model, aggregated = self.aggregate_clients(grid, clients, epoch, timeout, tally)
+            model = FullModel(client_model, self.server.model)
+            report.close(tally.train_record(epoch, lr, aggregated), _full_arrays(model), evaluate_fn)
+            if self.results:
+                self.results.save_model(model, epoch + 1)
+        return report.result
 
-    def run_info(self, clients: list[ClientInfo], client_batch_size: int, steps: int) -> dict:
-        return {
-            "num_clients": len(clients),
-            "partition_sizes": {c.partition_id: c.num_examples for c in clients},
-            "partition_label_counts": partition_label_counts(self.config, len(clients)),
-            "client_batch_size": client_batch_size,
-            "steps_per_epoch": steps,
-            "device": str(self.server.device),
-            **model_facts(self.config, self.template, self.server.model),
-        }
+    def summary(self) -> None:
+        log(
+            INFO,
+            "\t├── %s, %s encoder, last %d blocks trained",
+            self.config.dataset,
+            self.config.encoder_size,
+            self.config.finetune_blocks,
+        )
+        log(
+            INFO,
+            "\t└── global batch %d, start-lr %g, server on %s",
+            self.config.batch_size,
+            self.config.learning_rate,
+            self.server.device,
+        )
+
+    def _load_initial_arrays(self, arrays: ArrayRecord) -> None:
+        named = wire.record_to_arrays(arrays)
+        server = {k[len(SERVER_PREFIX) :]: v for k, v in named.items() if k.startswith(SERVER_PREFIX)}
+        client = {k[len(CLIENT_PREFIX) :]: v for k, v in named.items() if k.startswith(CLIENT_PREFIX)}
+        if len(server) + len(client) != len(named):
+            strays = sorted(k for k in named if not k.startswith((SERVER_PREFIX, CLIENT_PREFIX)))
+            raise ValueError(f"initial_arrays holds arrays outside the model's halves: {strays}")
+        load_trainable(self.server.model, server)
+        expected = trainable_arrays(self.template)
+        if set(client) != set(expected) or any(not np.array_equal(client[k], expected[k]) for k in expected):
+            raise ValueError(
+                "the client half of initial_arrays differs from the initial client model the run config "
+                "gives: MPSL clients build their own tokenizers (same seed, same weight files) and no "
+                "weights are sent to them; start from strategies.global_model.initial_arrays(config)"
+            )
 
     # ---- one step -----------------------------------------------------------------------
 
-    def run_step(self, grid: Grid, clients: list[ClientInfo], epoch: int, step: int, m: int, tally: EpochTally) -> None:
+    def run_step(
+        self, grid: Grid, clients: list[ClientInfo], epoch: int, step: int, m: int, timeout: float, tally: EpochTally
+    ) -> None:
         """One MPSL step over every client that still has data in this epoch."""
         active = [c for c in clients if step < num_batches(c.num_examples, m)]
         sizes = {c.node_id: min(m, c.num_examples - step * m) for c in active}
-        step_info = {"epoch": epoch, "step": step, "client-batch-size": m}
-        requests = {c.node_id: self._with_pending_cut_grad(c.node_id, {wire.STEP: wire.step_record(**step_info)}) for c in active}
-        forward = exchange(grid, requests, wire.FORWARD, self.config.step_timeout_s, group_id=f"{epoch}.{step}")
+        step_info = ConfigRecord({wire.EPOCH: epoch, wire.STEP_INDEX: step, wire.CLIENT_BATCH_SIZE: m})
+        requests = {c.node_id: self._with_pending_cut_grad(c.node_id, {wire.STEP: step_info}) for c in active}
+        forward = exchange(grid, requests, wire.FORWARD, timeout, group_id=f"{epoch}.{step}")
         self._count(forward, tally)
         smashed = {}
         for c in active:
-            reason = self._forward_problem(forward, c.node_id, sizes[c.node_id])
+            expected = {name: (sizes[c.node_id], *shape) for name, shape in self.stream_shapes.items()}
+            reason = _reply_problem(forward, c.node_id, wire.SMASHED, expected, wire.FORWARD_METRICS)
             if reason:
                 self._drop(c, epoch, step, reason, tally)
             else:
                 smashed[c.node_id] = wire.record_to_tensors(forward.replies[c.node_id][wire.SMASHED])
-                tally.client_compute_s += float(forward.replies[c.node_id][wire.CLIENT_METRICS]["compute-s"])
+                tally.client_compute_s += float(forward.replies[c.node_id][wire.CLIENT_METRICS][wire.COMPUTE_S])
         if not smashed:
             log(WARNING, "[MPSL] epoch %d step %d: no client sent activations; step skipped", epoch + 1, step)
             return
@@ -106,29 +172,28 @@ class MpslStrategy:
         tally.server_compute_s += time.perf_counter() - started
 
         total = sum(sizes[node] for node in smashed)
+        loss_step = ConfigRecord({wire.EPOCH: epoch, wire.STEP_INDEX: step, wire.TOTAL_BATCH: total})
         requests = {
-            node: RecordDict(
-                {
-                    wire.LOGITS: wire.tensors_to_record({"logits": part}),
-                    wire.STEP: wire.step_record(epoch=epoch, step=step, **{"total-batch": total}),
-                }
-            )
+            node: RecordDict({wire.LOGITS: wire.tensors_to_record({wire.LOGITS: part}), wire.STEP: loss_step})
             for node, part in logits.items()
         }
-        backward = exchange(grid, requests, wire.LOSS_GRAD, self.config.step_timeout_s, group_id=f"{epoch}.{step}")
+        backward = exchange(grid, requests, wire.LOSS_GRAD, timeout, group_id=f"{epoch}.{step}")
         self._count(backward, tally)
         logit_grads = []
         for node in smashed:
-            reason = self._loss_grad_problem(backward, node, sizes[node])
+            expected = {wire.LOGIT_GRAD: (sizes[node], *self.output_shape)}
+            reason = _reply_problem(backward, node, wire.LOGIT_GRAD, expected, wire.LOSS_GRAD_METRICS)
             if reason:
                 self._drop(next(c for c in active if c.node_id == node), epoch, step, reason, tally)
                 logit_grads.append(None)
                 continue
             reply = backward.replies[node]
             metrics = reply[wire.CLIENT_METRICS]
-            tally.add_client_loss(float(metrics["loss-sum"]), int(metrics["correct"]), int(metrics["num-examples"]))
-            tally.client_compute_s += float(metrics["compute-s"])
-            logit_grads.append(wire.record_to_tensors(reply[wire.LOGIT_GRAD])["logit_grad"])
+            tally.add_client_loss(
+                float(metrics[wire.LOSS_SUM]), int(metrics[wire.CORRECT]), int(metrics[wire.NUM_EXAMPLES])
+            )
+            tally.client_compute_s += float(metrics[wire.COMPUTE_S])
+            logit_grads.append(wire.record_to_tensors(reply[wire.LOGIT_GRAD])[wire.LOGIT_GRAD])
 
         started = time.perf_counter()
         cut_grads = self.server.backward(logit_grads)
@@ -143,39 +208,20 @@ class MpslStrategy:
         if node in self.pending_cut_grads:
             cut_grad, epoch, step = self.pending_cut_grads.pop(node)
             records[wire.CUT_GRAD] = wire.tensors_to_record(cut_grad)
-            records[wire.CUT_GRAD_STEP] = wire.step_record(epoch=epoch, step=step)
+            records[wire.CUT_GRAD_STEP] = ConfigRecord({wire.EPOCH: epoch, wire.STEP_INDEX: step})
         return RecordDict(records)
-
-    @staticmethod
-    def _missing(result: Exchange, node: int, arrays_key: str, metric_keys: tuple[str, ...]) -> str | None:
-        """Why a node's reply is absent or lacks its arrays or metrics; None when complete."""
-        if node in result.failures:
-            return result.failures[node]
-        reply = result.replies[node]
-        if arrays_key not in reply or wire.CLIENT_METRICS not in reply:
-            return f"reply lacks its {arrays_key!r} arrays or its metrics"
-        missing = [key for key in metric_keys if key not in reply[wire.CLIENT_METRICS]]
-        return f"reply lacks metrics {missing}" if missing else None
-
-    def _forward_problem(self, result: Exchange, node: int, size: int) -> str | None:
-        if reason := self._missing(result, node, wire.SMASHED, ("compute-s",)):
-            return reason
-        reply = result.replies[node]
-        expected = {name: (size, *shape) for name, shape in self.stream_shapes.items()}
-        return wire.check_arrays(wire.record_to_arrays(reply[wire.SMASHED]), expected, "smashed activations")
-
-    def _loss_grad_problem(self, result: Exchange, node: int, size: int) -> str | None:
-        if reason := self._missing(result, node, wire.LOGIT_GRAD, ("loss-sum", "correct", "num-examples", "compute-s")):
-            return reason
-        reply = result.replies[node]
-        if not np.isfinite(float(reply[wire.CLIENT_METRICS]["loss-sum"])):
-            return "client reported a non-finite loss"
-        expected = {"logit_grad": (size, *self.output_shape)}
-        return wire.check_arrays(wire.record_to_arrays(reply[wire.LOGIT_GRAD]), expected, "loss gradient")
 
     def _drop(self, client: ClientInfo, epoch: int, step: int, reason: str, tally: EpochTally) -> None:
         tally.dropped += 1
-        log(WARNING, "[MPSL] epoch %d step %d: client %d (node %d) dropped: %s", epoch + 1, step, client.partition_id, client.node_id, reason)
+        log(
+            WARNING,
+            "[MPSL] epoch %d step %d: client %d (node %d) dropped: %s",
+            epoch + 1,
+            step,
+            client.partition_id,
+            client.node_id,
+            reason,
+        )
 
     @staticmethod
     def _count(result: Exchange, tally: EpochTally) -> None:
@@ -184,26 +230,65 @@ class MpslStrategy:
 
     # ---- end of epoch -------------------------------------------------------------------
 
-    def finish_epoch(self, grid: Grid, clients: list[ClientInfo], epoch: int, tally: EpochTally) -> dict:
-        """Deliver the last cut gradients, average client weights, evaluate, save."""
-        requests = {c.node_id: self._with_pending_cut_grad(c.node_id, {wire.STEP: wire.step_record(epoch=epoch)}) for c in clients}
-        result = exchange(grid, requests, wire.END_EPOCH, self.config.step_timeout_s, group_id=f"{epoch}.end")
+    def aggregate_clients(
+        self, grid: Grid, clients: list[ClientInfo], epoch: int, timeout: float, tally: EpochTally
+    ) -> tuple[torch.nn.Module, int]:
+        """Deliver the last cut gradients; return the sample-weighted average client model and its size."""
+        requests = {
+            c.node_id: self._with_pending_cut_grad(c.node_id, {wire.STEP: ConfigRecord({wire.EPOCH: epoch})})
+            for c in clients
+        }
+        result = exchange(grid, requests, wire.END_EPOCH, timeout, group_id=f"{epoch}.end")
         self._count(result, tally)
         states, weights = [], []
         for c in clients:
-            reason = result.failures.get(c.node_id)
-            if reason is None:
-                arrays = wire.record_to_arrays(result.replies[c.node_id].get(wire.CLIENT_MODEL, {}))
-                reason = wire.check_arrays(arrays, self.client_weight_shapes, "client weights")
+            reason = _reply_problem(
+                result, c.node_id, wire.CLIENT_MODEL, self.client_weight_shapes, wire.END_EPOCH_METRICS
+            )
             if reason:
-                log(WARNING, "[MPSL] epoch %d: client %d left out of the average: %s", epoch + 1, c.partition_id, reason)
+                log(
+                    WARNING, "[MPSL] epoch %d: client %d left out of the average: %s", epoch + 1, c.partition_id, reason
+                )
                 continue
-            states.append(arrays)
+            states.append(wire.record_to_arrays(result.replies[c.node_id][wire.CLIENT_MODEL]))
             weights.append(c.num_examples)
         if not states:
             raise RuntimeError(f"epoch {epoch + 1}: no client returned valid weights, nothing to evaluate")
-        record, client_model = close_epoch(self.config, epoch, self.server, states, weights, self.test, tally)
-        if self.results:
-            self.results.log_epoch(record)
-            self.results.save_model(self.server.model, client_model, epoch + 1)
-        return record
+        return averaged_client_model(self.config, states, weights), len(states)
+
+    # ---- Flower's round hooks: no meaning for MPSL --------------------------------------
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Not used: an MPSL epoch is many two-round-trip steps, which `start` runs itself."""
+        raise NotImplementedError("MPSL has no per-round broadcast; call start()")
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Not used: the server model trains at every step, client weights are averaged in `start`."""
+        raise NotImplementedError("MPSL aggregates no round of replies; call start()")
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Not used: evaluation is central (`evaluate_fn`), clients hold no test data."""
+        raise NotImplementedError("MPSL evaluates centrally through evaluate_fn")
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """Not used: evaluation is central (`evaluate_fn`)."""
+        raise NotImplementedError("MPSL evaluates centrally through evaluate_fn")
+
+
+def _reply_problem(
+    result: Exchange, node: int, arrays_key: str, expected: dict, metric_names: tuple[str, ...]
+) -> str | None:
+    """Why a node's reply of this exchange cannot be used: absent, failed or malformed."""
+    if node in result.failures:
+        return result.failures[node]
+    return wire.reply_problem(result.replies[node], arrays_key, expected, wire.CLIENT_METRICS, metric_names)
+
+
+def _full_arrays(model: FullModel) -> ArrayRecord:
+    return wire.tensors_to_record(trainable_arrays(model))

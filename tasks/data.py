@@ -63,13 +63,19 @@ class SplitData:
     def select(self, rows: torch.Tensor | list[int]) -> SplitData:
         """The samples at `rows`, in that order, read into memory (a batch)."""
         rows = torch.as_tensor(rows, dtype=torch.long)
-        inputs = {key: value.take(rows.numpy()) if isinstance(value, DiskColumn) else value[rows] for key, value in self.inputs.items()}
+        inputs = {
+            key: value.take(rows.numpy()) if isinstance(value, DiskColumn) else value[rows]
+            for key, value in self.inputs.items()
+        }
         return SplitData(inputs, self.labels[rows], self._texts(rows))
 
     def subset(self, rows: torch.Tensor | list[int]) -> SplitData:
         """The samples at `rows`, without reading disk columns (a client's partition)."""
         rows = torch.as_tensor(rows, dtype=torch.long)
-        inputs = {key: value.subset(rows.numpy()) if isinstance(value, DiskColumn) else value[rows] for key, value in self.inputs.items()}
+        inputs = {
+            key: value.subset(rows.numpy()) if isinstance(value, DiskColumn) else value[rows]
+            for key, value in self.inputs.items()
+        }
         return SplitData(inputs, self.labels[rows], self._texts(rows))
 
     def with_inputs(self, **columns: Column) -> SplitData:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from tasks.preprocess import DatasetError
+from tasks.preprocess import DatasetError, user_path
 
 CHUNK = 1 << 20
 TIMEOUT_S = 30
@@ -99,11 +99,16 @@ def unpack(path: Path, destination: Path) -> None:
     if path.suffix != ".rar":
         shutil.unpack_archive(path, destination)
         return
-    for tool in (["unrar", "x", "-o+", str(path), f"{destination}/"], ["bsdtar", "-xf", str(path), "-C", str(destination)]):
+    for tool in (
+        ["unrar", "x", "-o+", str(path), f"{destination}/"],
+        ["bsdtar", "-xf", str(path), "-C", str(destination)],
+    ):
         if shutil.which(tool[0]):
             subprocess.run(tool, check=True)
             return
-    raise DatasetError(f"{path} is a RAR archive: install `unrar` or `bsdtar` (libarchive-tools) and run the download again")
+    raise DatasetError(
+        f"{path} is a RAR archive: install `unrar` or `bsdtar` (libarchive-tools) and run the download again"
+    )
 
 
 def download(archives: list[Archive], data_dir: Path) -> None:
@@ -122,7 +127,7 @@ def main() -> None:
     downloadable = sorted(name for name, module in REAL_DATASETS.items() if getattr(module, "ARCHIVES", None))
     parser = argparse.ArgumentParser(description="Download, verify and unpack a dataset's official archives.")
     parser.add_argument("dataset", choices=downloadable)
-    parser.add_argument("--data-dir", type=Path, required=True, help="the folder you pass as torch-data-dir")
+    parser.add_argument("--data-dir", type=user_path, required=True, help="the folder you pass as torch-data-dir")
     args = parser.parse_args()
     module = REAL_DATASETS[args.dataset]
     download(module.ARCHIVES, args.data_dir.expanduser().resolve())

@@ -51,7 +51,7 @@ SHAPES_AV = TaskSpec(
 )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _shape_mask(shape: str, size: int) -> np.ndarray:
     """Boolean mask of a filled shape in a size x size box."""
     ys, xs = np.mgrid[0:size, 0:size] + 0.5

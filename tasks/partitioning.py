@@ -48,7 +48,9 @@ def partition_rows(
         # flwr-datasets warns on every Dirichlet redraw; only a final failure matters.
         warnings.simplefilter("ignore", UserWarning)
         try:
-            return [partitioner.load_partition(pid).with_format("numpy")["row"][:].tolist() for pid in range(num_partitions)]
+            return [
+                partitioner.load_partition(pid).with_format("numpy")["row"][:].tolist() for pid in range(num_partitions)
+            ]
         except ValueError as error:
             raise ValueError(
                 f"could not split {len(train)} samples over {num_partitions} clients with "

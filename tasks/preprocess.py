@@ -54,6 +54,11 @@ class Sample:
         return [f for f in (self.image, self.frame and self.frame[0], self.audio and self.audio[0]) if f]
 
 
+def user_path(value: str) -> Path:
+    """A folder given on a command line, with `~` expanded (as `--data-dir=~/data` leaves it)."""
+    return Path(value).expanduser()
+
+
 class DatasetError(ValueError):
     """A dataset folder that cannot be read; the message says what is missing and how to get it."""
 
@@ -107,7 +112,9 @@ def build_split(spec: TaskSpec, samples: list[Sample], cache_root: Path, split: 
     done = json.loads((folder / DONE_FILE).read_text())
     kept = done["kept"]
     if done["skipped"]:
-        logger.warning("%s %s: %d samples skipped (listed in %s)", spec.name, split, done["skipped"], folder / SKIPPED_FILE)
+        logger.warning(
+            "%s %s: %d samples skipped (listed in %s)", spec.name, split, done["skipped"], folder / SKIPPED_FILE
+        )
     inputs = {name: DiskColumn(np.load(folder / f"{name}.npy", mmap_mode="r")[:kept]) for name in _columns(spec, 0)}
     labels = torch.from_numpy(np.load(folder / "labels.npy"))
     texts = [tuple(t) for t in json.loads((folder / "texts.json").read_text())] if spec.text is not None else None
@@ -145,9 +152,10 @@ def _build(spec: TaskSpec, samples: list[Sample], folder: Path, split: str) -> N
     if not labels:
         shutil.rmtree(partial, ignore_errors=True)
         first = skipped[0] if skipped else "the split lists no samples"
-        raise DatasetError(f"{spec.name} {split}: none of the {len(samples)} samples could be decoded; first error: {first}")
+        raise DatasetError(
+            f"{spec.name} {split}: none of the {len(samples)} samples could be decoded; first error: {first}"
+        )
     try:
         os.replace(partial, folder)
     except OSError:  # another process finished the same cache first
         shutil.rmtree(partial, ignore_errors=True)
-

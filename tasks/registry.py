@@ -32,6 +32,8 @@ def load_task_data(name: str, seed: int, data_dir: Path | None = None, cache_dir
             f"(README, 'Datasets')"
         )
     if cache_dir is None:
-        raise DatasetError(f"dataset={name!r} is decoded into pre-processors-cache-dir: set it to a folder with free space")
+        raise DatasetError(
+            f"dataset={name!r} is decoded into pre-processors-cache-dir: set it to a folder with free space"
+        )
     splits = module.samples(Path(data_dir))
     return TaskData(*(build_split(module.SPEC, splits[split], cache_dir, split) for split in ("train", "test")))

@@ -18,9 +18,19 @@ def _deterministic_threads():
 
 @pytest.fixture
 def fast_config(tmp_path) -> RunConfig:
-    return parse_run_config({**FAST_RUN_CONFIG, "output-dir": str(tmp_path / "results"), "pre-processors-cache-dir": str(tmp_path / "cache")})
+    return parse_run_config(
+        {
+            **FAST_RUN_CONFIG,
+            "output-dir": str(tmp_path / "results"),
+            "pre-processors-cache-dir": str(tmp_path / "cache"),
+        }
+    )
 
 
 @pytest.fixture
 def fast_run_config(tmp_path) -> dict:
-    return {**FAST_RUN_CONFIG, "output-dir": str(tmp_path / "results"), "pre-processors-cache-dir": str(tmp_path / "cache")}
+    return {
+        **FAST_RUN_CONFIG,
+        "output-dir": str(tmp_path / "results"),
+        "pre-processors-cache-dir": str(tmp_path / "cache"),
+    }

@@ -63,13 +63,17 @@ def write_b_t4sa(data_dir: Path, per_class: int = 2, without_text: int = 0, miss
             lines[name].append(f"{image} {label}")
             damage = None
             if name == "train":
-                damage = "missing" if train_images < missing else "corrupt" if train_images < missing + corrupt else None
+                damage = (
+                    "missing" if train_images < missing else "corrupt" if train_images < missing + corrupt else None
+                )
                 train_images += 1
             _write_image(folder / image, label, tweet, damage)
             if damage:
                 written["broken"].append(folder / image)
             if has_text:
-                written["test" if name == "test" else "train"].append({"image": folder / image, "label": label, "text": text})
+                written["test" if name == "test" else "train"].append(
+                    {"image": folder / image, "label": label, "text": text}
+                )
     for name, listed in lines.items():
         (folder / f"b-t4sa_{name}.txt").write_text("".join(f"{line}\n" for line in listed), encoding="utf-8")
     texts += [(tweet + 1, "a T4SA tweet that B-T4SA leaves out"), (tweet + 2, "another one")]

@@ -12,7 +12,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (40, 60, 230), "yellow": (230, 210, 30), "white": (240, 240, 240)}
+COLOURS = {
+    "red": (220, 30, 30),
+    "green": (30, 200, 40),
+    "blue": (40, 60, 230),
+    "yellow": (230, 210, 30),
+    "white": (240, 240, 240),
+}
 
 
 def write_jpeg(path: Path, colour: tuple[int, int, int], seed: int, size: tuple[int, int] = (96, 64)) -> Path:
@@ -40,7 +46,9 @@ def write_coco_qa(data_dir: Path, per_answer: int = 3, test_only_answer: str | N
             rows.append((f"what is the color of the object in picture {index}", answer, image_id, 2))
         if split == "test" and test_only_answer:
             image_id = offset + len(rows)
-            write_jpeg(data_dir / "coco" / folder / f"COCO_{folder}_{image_id:012d}.jpg", COLOURS[test_only_answer], image_id)
+            write_jpeg(
+                data_dir / "coco" / folder / f"COCO_{folder}_{image_id:012d}.jpg", COLOURS[test_only_answer], image_id
+            )
             rows.append(("what is the color of the last object", test_only_answer, image_id, 2))
         split_dir = data_dir / "coco-qa" / split
         split_dir.mkdir(parents=True, exist_ok=True)
@@ -74,7 +82,14 @@ def write_karpathy(data_dir: Path, dataset: str, train_images: int = 8, test_ima
         count = 4 if (split, index) == ("train", train_images) else 5 + number % 2  # some images have 6
         sentences = [f"a {colour} picture number {number} variant {k}" for k in range(count)]
         captions[filename] = sentences
-        entries.append({**entry, "imgid": number, "split": split, "sentences": [{"raw": s, "tokens": s.split()} for s in sentences]})
+        entries.append(
+            {
+                **entry,
+                "imgid": number,
+                "split": split,
+                "sentences": [{"raw": s, "tokens": s.split()} for s in sentences],
+            }
+        )
     folder = data_dir / ("mscoco" if dataset == "mscoco" else "flickr30k")
     folder.mkdir(parents=True, exist_ok=True)
     name = "dataset_coco.json" if dataset == "mscoco" else "dataset_flickr30k.json"

@@ -17,7 +17,9 @@ import numpy as np
 
 EMOTIONS = ("neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear")
 SENTIMENTS = {"neutral": "neutral", "joy": "positive", "surprise": "positive"}  # the other emotions are negative
-COLUMNS = "Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID,Season,Episode,StartTime,EndTime".split(",")
+COLUMNS = "Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID,Season,Episode,StartTime,EndTime".split(
+    ","
+)
 CLIP_FOLDERS = {"train": "train_splits", "dev": "dev_splits_complete", "test": "output_repeated_splits_test"}
 SECONDS = (1.0, 1.7, 3.2, 4.0)
 SAMPLE_RATES = (44_100, 48_000)

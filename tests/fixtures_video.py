@@ -50,7 +50,9 @@ def write_video(path: Path, colour: tuple[int, int, int], tone_hz: float | None,
     return path
 
 
-def _write_tone(container: av.container.OutputContainer, stream: av.AudioStream, tone_hz: float, seconds: float) -> None:
+def _write_tone(
+    container: av.container.OutputContainer, stream: av.AudioStream, tone_hz: float, seconds: float
+) -> None:
     times = np.arange(round(seconds * SAMPLE_RATE)) / SAMPLE_RATE
     wave = (0.3 * np.sin(2 * np.pi * tone_hz * times)).astype(np.float32)
     step = stream.codec_context.frame_size or 1024
@@ -108,7 +110,9 @@ def _write_download(root: Path, split: str, name: str, index: int, broken: bool)
         corrupt_video(path)
 
 
-def write_kinetics400(data_dir: Path, per_split: dict[str, int] | None = None, missing: int = 1, replaced: int = 1) -> dict:
+def write_kinetics400(
+    data_dir: Path, per_split: dict[str, int] | None = None, missing: int = 1, replaced: int = 1
+) -> dict:
     """k400/{train,val,test}/<youtube_id>_<start:06d>_<end:06d>.mp4 + k400/annotations/<split>.csv.
 
     Per class, `per_split` videos are listed and written (default 3 train, 1 val, 1 test), and
@@ -122,7 +126,9 @@ def write_kinetics400(data_dir: Path, per_split: dict[str, int] | None = None, m
     rows: dict[str, list[list]] = {split: [] for split in ("train", "val", "test")}
     facts: dict = {"videos": {name: [] for name in KINETICS_SOUNDS_CLASSES}, "missing": 0, "replaced": []}
     for index, label in enumerate(KINETICS_SOUNDS_CLASSES + KINETICS_OTHER_CLASSES):
-        plan = [(split, True) for split, count in per_split.items() for _ in range(count)] + [("train", False)] * missing
+        plan = [(split, True) for split, count in per_split.items() for _ in range(count)] + [
+            ("train", False)
+        ] * missing
         for number, (split, downloaded) in enumerate(plan):
             youtube_id = f"{index:03d}yt{number:02d}-_ab"  # 11 characters, with the '-' and '_' real ids have
             start = 10 * number

@@ -32,7 +32,9 @@ def _over_the_wire(message: Message) -> Message:
 class InProcessGrid(Grid):
     """`num_nodes` nodes, partition ids 0..num_nodes-1, each with its own persistent Context."""
 
-    def __init__(self, client_app: ClientApp, num_nodes: int, run_config: dict, silent_partitions: Iterable[int] = ()) -> None:
+    def __init__(
+        self, client_app: ClientApp, num_nodes: int, run_config: dict, silent_partitions: Iterable[int] = ()
+    ) -> None:
         run_id = next(_run_ids)
         self._run = Run.create_empty(run_id=run_id)
         TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = run_id, SUPERLINK_NODE_ID, 1
@@ -73,7 +75,9 @@ class InProcessGrid(Grid):
             delivered = _over_the_wire(message)
             reply = self._handle(delivered)
             self.replies_sent.append(reply)
-            lost = message.metadata.dst_node_id in self.silent_nodes and message.metadata.message_type.startswith("train")
+            lost = message.metadata.dst_node_id in self.silent_nodes and message.metadata.message_type.startswith(
+                "train"
+            )
             if not lost:
                 self._ready[message.metadata.message_id] = _over_the_wire(reply)
         return ids

@@ -74,7 +74,9 @@ def write_ast(path: Path, dim: int = 768, depth: int = 1, frequency_bins: int = 
     Returns the state written.
     """
     torch.manual_seed(dim + depth)
-    vit = VisionTransformer(img_size=224, patch_size=16, embed_dim=dim, depth=depth, num_heads=max(1, dim // 64), num_classes=0)
+    vit = VisionTransformer(
+        img_size=224, patch_size=16, embed_dim=dim, depth=depth, num_heads=max(1, dim // 64), num_classes=0
+    )
     state = {f"module.v.blocks.{key}": value for key, value in vit.blocks.state_dict().items()}
     state.update(
         {

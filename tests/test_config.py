@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from mpsl_flower.config import ConfigError, RunConfig, parse_run_config
+from mpsl_flower.results import RunResults, read_metrics
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
@@ -61,3 +62,11 @@ def test_client_batch_is_the_global_batch_split_and_rounded_up():
     config = parse_run_config({"batch-size": 500})
     assert config.client_batch_size(100) == 5
     assert config.client_batch_size(3) == 167
+
+
+def test_a_tilde_in_output_dir_and_in_read_metrics_means_home(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    results = RunResults(parse_run_config({"output-dir": "~/results"}), run_label="7")
+    assert results.folder.parent == tmp_path / "results"
+    results.log_epoch({"epoch": 1})
+    assert read_metrics(f"~/results/{results.folder.name}") == [{"epoch": 1}]

@@ -31,14 +31,18 @@ def test_train_is_train_plus_val_and_each_image_gets_its_tweets_text(release, ca
     data_dir, written = release
     with caplog.at_level(logging.WARNING):
         splits = b_t4sa.samples(data_dir)
-    assert len(splits["train"]) == 3 * 2 + 1 + 3 and len(splits["test"]) == 3 * 2 - 1  # a second image; a tweet without text
+    assert (
+        len(splits["train"]) == 3 * 2 + 1 + 3 and len(splits["test"]) == 3 * 2 - 1
+    )  # a second image; a tweet without text
     for split in ("train", "test"):
         assert [(s.image, s.label, s.texts) for s in splits[split]] == [
             (str(row["image"]), row["label"], (row["text"],)) for row in written[split]
         ]
     first, second = (s for s in splits["train"] if s.image.rsplit("/", 1)[1].startswith("768149437775974406-"))
     assert first.image.endswith("-1.jpg") and second.image.endswith("-2.jpg") and first.texts == second.texts
-    assert "\n" in splits["test"][0].texts[0] and '"' in splits["test"][0].texts[0]  # a quoted multi-line tweet read whole
+    assert (
+        "\n" in splits["test"][0].texts[0] and '"' in splits["test"][0].texts[0]
+    )  # a quoted multi-line tweet read whole
     assert "B-T4SA test: 1 images left out, their tweet has no text" in caplog.text
 
 
@@ -49,7 +53,9 @@ def test_a_split_decodes_to_224_pixel_images_in_label_colours(release, tmp_path)
     assert images.shape == (10, 3, 224, 224) and images.dtype == np.uint8
     assert split.labels.tolist() == [row["label"] for row in written["train"]]
     assert split.texts == [(row["text"],) for row in written["train"]]
-    assert [int(image.reshape(3, -1).mean(axis=1).argmax()) for image in images] == split.labels.tolist()  # red, green, blue
+    assert [
+        int(image.reshape(3, -1).mean(axis=1).argmax()) for image in images
+    ] == split.labels.tolist()  # red, green, blue
 
 
 def test_a_missing_or_corrupt_image_is_skipped_and_counted(tmp_path, caplog):

@@ -21,7 +21,9 @@ def test_coco_qa_reads_the_release_files_and_coco_images(tmp_path):
     assert len(splits["train"]) == facts["train"]
     assert len(splits["test"]) == facts["test"] - 1  # the pair whose answer train never saw is left out
     first = splits["train"][0]
-    assert first.label == facts["answers"].index("blue") and first.texts == ("what is the color of the object in picture 0",)
+    assert first.label == facts["answers"].index("blue") and first.texts == (
+        "what is the color of the object in picture 0",
+    )
     assert first.image.endswith("coco/train2014/COCO_train2014_000000001000.jpg")
     assert splits["test"][0].image.endswith("coco/val2014/COCO_val2014_000000005000.jpg")
 
@@ -38,7 +40,9 @@ def test_coco_qa_split_decodes_to_224_pixel_images_with_questions(tmp_path):
 def test_a_missing_release_file_names_itself_and_the_download_command(tmp_path):
     write_coco_qa(tmp_path)
     (tmp_path / "coco-qa" / "test" / "img_ids.txt").unlink()
-    with pytest.raises(DatasetError, match=r"coco-qa/test/img_ids.txt is missing; run `python -m tasks.download coco-qa"):
+    with pytest.raises(
+        DatasetError, match=r"coco-qa/test/img_ids.txt is missing; run `python -m tasks.download coco-qa"
+    ):
         coco_qa.samples(tmp_path)
 
 
@@ -74,7 +78,9 @@ def test_the_cache_is_reused_and_rebuilt_when_a_file_changes(tmp_path):
 def test_karpathy_splits_give_five_captions_per_image(tmp_path, module):
     facts = write_karpathy(tmp_path, module.SPEC.name)
     splits = module.samples(tmp_path)
-    assert len(splits["train"]) == facts["train"] and len(splits["test"]) == facts["test"]  # 4-caption image and val left out
+    assert (
+        len(splits["train"]) == facts["train"] and len(splits["test"]) == facts["test"]
+    )  # 4-caption image and val left out
     for sample in splits["train"] + splits["test"]:
         name = sample.image.rsplit("/", 1)[1]
         assert sample.texts == tuple(facts["captions"][name][:5])

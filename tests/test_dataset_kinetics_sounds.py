@@ -21,7 +21,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _arranged(data_dir: Path) -> dict[str, list[str]]:
-    return {folder.name: sorted(p.name for p in folder.iterdir()) for folder in (data_dir / "kinetics-sounds").iterdir()}
+    return {
+        folder.name: sorted(p.name for p in folder.iterdir()) for folder in (data_dir / "kinetics-sounds").iterdir()
+    }
 
 
 def _files(folder: Path) -> dict[str, int]:
@@ -47,7 +49,9 @@ def test_arranging_copies_exactly_the_kinetics_sounds_videos_and_keeps_the_origi
     assert all("/k400/train/" in path for path in report.missing)
     assert _files(tmp_path / "k400") == originals  # copied, never moved or touched
     (replaced,) = facts["replaced"]
-    assert has_audio(tmp_path / "kinetics-sounds" / "chopping_wood" / replaced)  # the replacement, not the broken download
+    assert has_audio(
+        tmp_path / "kinetics-sounds" / "chopping_wood" / replaced
+    )  # the replacement, not the broken download
 
 
 def test_arranging_again_copies_nothing_and_reports_the_missing_videos(tmp_path):

@@ -57,7 +57,9 @@ def test_a_split_decodes_the_first_2_56_s_padded_to_768_frames(release, tmp_path
         assert np.abs(values[10 : heard - 10] - PADDING).max() > 0.5
         peaks.setdefault(row["label"], set()).add(int(values[10 : toned - 10].mean(axis=0).argmax()))
     ordered = [peaks[label] for label in range(len(EMOTIONS))]
-    assert all(max(low) < min(high) for low, high in zip(ordered, ordered[1:]))  # each row's first second follows its label
+    assert all(
+        max(low) < min(high) for low, high in zip(ordered, ordered[1:])
+    )  # each row's first second follows its label
 
 
 def test_a_missing_or_corrupt_clip_is_skipped_and_counted(tmp_path, caplog):
@@ -76,12 +78,16 @@ def test_a_missing_or_corrupt_clip_is_skipped_and_counted(tmp_path, caplog):
 def test_a_missing_csv_names_itself_and_the_download(tmp_path):
     write_meld(tmp_path, per_class=1)
     (tmp_path / "meld" / "MELD.Raw" / "dev_sent_emo.csv").unlink()
-    with pytest.raises(DatasetError, match=r"meld/MELD.Raw/dev_sent_emo.csv is missing; run `python -m tasks.download meld"):
+    with pytest.raises(
+        DatasetError, match=r"meld/MELD.Raw/dev_sent_emo.csv is missing; run `python -m tasks.download meld"
+    ):
         meld.samples(tmp_path)
 
 
 def test_an_unextracted_clip_archive_says_which_to_extract(tmp_path):
     write_meld(tmp_path, per_class=1)
     shutil.rmtree(tmp_path / "meld" / "MELD.Raw" / "output_repeated_splits_test")
-    with pytest.raises(DatasetError, match=r"output_repeated_splits_test is missing; extract \S*meld/MELD.Raw/test.tar.gz"):
+    with pytest.raises(
+        DatasetError, match=r"output_repeated_splits_test is missing; extract \S*meld/MELD.Raw/test.tar.gz"
+    ):
         meld.samples(tmp_path)

@@ -34,7 +34,9 @@ def test_only_classes_with_audio_are_kept_and_relabelled_in_classind_order(tmp_p
         assert [s.frame[0] for s in splits[split]] == [str(path) for path in facts[split]]
         assert [s.label for s in splits[split]] == [facts["audio_classes"].index(_class_of(s)) for s in splits[split]]
     assert len(splits["train"]) == 9 and len(splits["test"]) == 6
-    assert {_class_of(s) for s in splits["train"] + splits["test"]} == set(facts["audio_classes"])  # Archery, Punch left out
+    assert {_class_of(s) for s in splits["train"] + splits["test"]} == set(
+        facts["audio_classes"]
+    )  # Archery, Punch left out
     first = splits["test"][0]
     assert first.frame == (first.audio[0], None) and first.audio[1:] == (None, 10.24)
     assert first.frame[0].endswith("ucf101/UCF-101/ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi")
@@ -78,5 +80,7 @@ def test_a_missing_release_file_names_itself_and_the_download_command(tmp_path, 
         path.rename(tmp_path / "elsewhere")
     else:
         path.unlink()
-    with pytest.raises(DatasetError, match=rf"ucf101/{missing} is missing; run `python -m tasks.download ucf101 --data-dir"):
+    with pytest.raises(
+        DatasetError, match=rf"ucf101/{missing} is missing; run `python -m tasks.download ucf101 --data-dir"
+    ):
         ucf101.samples(tmp_path)

@@ -97,7 +97,9 @@ def test_without_network_the_error_says_what_to_fetch_and_where_to_put_it(tmp_pa
     archive = Archive("http://127.0.0.1:9/release.zip", "release.zip", "coco-qa")  # nothing listens on port 9
     with pytest.raises(DatasetError) as error:
         fetch(archive, tmp_path)
-    assert "http://127.0.0.1:9/release.zip" in str(error.value) and str(tmp_path / "downloads" / "release.zip") in str(error.value)
+    assert "http://127.0.0.1:9/release.zip" in str(error.value) and str(tmp_path / "downloads" / "release.zip") in str(
+        error.value
+    )
 
 
 def test_archives_inside_an_archive_are_unpacked_where_they_lie(tmp_path, serve):
@@ -111,7 +113,9 @@ def test_archives_inside_an_archive_are_unpacked_where_they_lie(tmp_path, serve)
         return buffer.getvalue()
 
     clips = tar_gz({"train_splits/dia0_utt0.mp4": b"clip"})
-    server = serve({"MELD.Raw.tar.gz": tar_gz({"MELD.Raw/train.tar.gz": clips, "MELD.Raw/train_sent_emo.csv": b"Sr No.\n"})})
+    server = serve(
+        {"MELD.Raw.tar.gz": tar_gz({"MELD.Raw/train.tar.gz": clips, "MELD.Raw/train_sent_emo.csv": b"Sr No.\n"})}
+    )
     archive = Archive(server.url("MELD.Raw.tar.gz"), "MELD.Raw.tar.gz", "meld", inner=("MELD.Raw/train.tar.gz",))
     download([archive], tmp_path)
     assert (tmp_path / "meld" / "MELD.Raw" / "train_splits" / "dia0_utt0.mp4").read_bytes() == b"clip"

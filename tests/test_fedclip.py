@@ -6,40 +6,44 @@ import copy
 
 import torch
 from inprocess_grid import InProcessGrid
+from strategy_runs import run_strategy
 
-from mpsl_flower import client_app
+from mpsl_flower import client_app, wire
 from mpsl_flower.config import parse_run_config
-from mpsl_flower.model_inputs import load_inputs
 from mpsl_flower.models.server_model import FeatureAdapter
-from mpsl_flower.split.build import new_server_model
-from strategies import fedavg
-from strategies.discovery import discover_clients
-from strategies.fedavg import FederatedAveraging
+from mpsl_flower.models.weights import load_trainable
+from mpsl_flower.split.build import new_full_model, new_server_model
 
 
-def _fedclip_round(run_config: dict) -> tuple[FederatedAveraging, dict, InProcessGrid]:
+def _fedclip_round(run_config: dict) -> tuple[dict, dict, InProcessGrid]:
+    """Full model weights before and after one round (read from the `Result`), and the grid."""
     config = parse_run_config(run_config)
     grid = InProcessGrid(client_app.app, 2, run_config)
-    strategy = FederatedAveraging(config, discover_clients(grid, 10), load_inputs(config).test, torch.device("cpu"))
-    before = copy.deepcopy(strategy.model.state_dict())
-    strategy.run(grid)
-    return strategy, before, grid
+    model = new_full_model(config)
+    before = copy.deepcopy(model.state_dict())
+    _, result = run_strategy(config, grid)
+    assert not any(name.startswith("server.encoder.") for name in result.arrays), "a frozen encoder weight trained"
+    load_trainable(model, wire.record_to_arrays(result.arrays))
+    return before, model.state_dict(), grid
 
 
 def test_fedclip_leaves_every_encoder_weight_bit_identical(fast_run_config):
-    strategy, before, _ = _fedclip_round({**fast_run_config, "method": "fedclip"})
-    after = strategy.model.state_dict()
+    before, after, _ = _fedclip_round({**fast_run_config, "method": "fedclip"})
     encoder = [name for name in after if name.startswith("server.encoder.")]
     assert encoder and all(torch.equal(after[name], before[name]) for name in encoder)
-    for trained in ("server.adapters.image.attention.0.weight", "server.adapters.text.attention.0.weight", "server.head.weight"):
+    for trained in (
+        "server.adapters.image.attention.0.weight",
+        "server.adapters.text.attention.0.weight",
+        "server.head.weight",
+    ):
         assert not torch.equal(after[trained], before[trained]), trained
 
 
 def test_only_adapter_tokenizer_and_head_tensors_travel(fast_run_config):
     _, _, grid = _fedclip_round({**fast_run_config, "method": "fedclip"})
     allowed = ("client.", "server.adapters.", "server.head.")
-    replies = [r for r in grid.replies_sent if fedavg.ARRAYS in r.content]
-    names = {name for reply in replies for name in reply.content[fedavg.ARRAYS]}
+    replies = [r for r in grid.replies_sent if wire.ARRAYS in r.content]
+    names = {name for reply in replies for name in reply.content[wire.ARRAYS]}
     assert names and all(name.startswith(allowed) for name in names)
     assert any(name.startswith("server.adapters.text.") for name in names)
 
@@ -47,7 +51,10 @@ def test_only_adapter_tokenizer_and_head_tensors_travel(fast_run_config):
 def test_adapter_flags_choose_the_modalities(fast_run_config):
     config = parse_run_config({**fast_run_config, "method": "fedclip", "include-text-adapter": False})
     assert set(new_server_model(config).adapters) == {"image"}
-    assert set(new_server_model(parse_run_config({"method": "fedclip", "dataset": "shapes-av"})).adapters) == {"image", "audio"}
+    assert set(new_server_model(parse_run_config({"method": "fedclip", "dataset": "shapes-av"})).adapters) == {
+        "image",
+        "audio",
+    }
 
 
 def test_adapter_softmax_runs_over_features_so_a_single_token_is_rescaled():

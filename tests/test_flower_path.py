@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 
+import flwr
 import numpy as np
 import pytest
 import torch
 from flwr.app import ArrayRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from inprocess_grid import InProcessGrid
+from strategy_runs import CPU, epoch_records, run_strategy
 
 from mpsl_flower import client_app as client_module
 from mpsl_flower import server_app, wire
@@ -19,17 +22,10 @@ from mpsl_flower.model_inputs import load_inputs
 from mpsl_flower.models.encoder import ENCODER_SIZES
 from mpsl_flower.models.weights import trainable_arrays
 from mpsl_flower.results import read_metrics
-from mpsl_flower.split.build import new_server_side
 from mpsl_flower.split.runner import InProcessRunner
 from mpsl_flower.split.schedule import num_batches
-from strategies.mpsl import MpslStrategy
 
-CPU = torch.device("cpu")
 NUM_CLIENTS = 4
-
-
-def _strategy(config) -> MpslStrategy:
-    return MpslStrategy(config, new_server_side(config, CPU), load_inputs(config).test)
 
 
 class ForgetfulGrid(InProcessGrid):
@@ -44,8 +40,8 @@ class ForgetfulGrid(InProcessGrid):
 def test_flower_path_gives_the_same_weights_as_the_in_process_runner(fast_run_config, grid_class):
     config = parse_run_config(fast_run_config)
     grid = grid_class(client_module.app, NUM_CLIENTS, fast_run_config)
-    strategy = _strategy(config)
-    flower_record = strategy.start(grid)[0]
+    strategy, result = run_strategy(config, grid)
+    (flower_record,) = epoch_records(result)
 
     runner = InProcessRunner(config, load_inputs(config), NUM_CLIENTS, device=CPU)
     runner_record = runner.run_epoch(0)
@@ -53,7 +49,7 @@ def test_flower_path_gives_the_same_weights_as_the_in_process_runner(fast_run_co
     for (name, p), q in zip(strategy.server.model.state_dict().items(), runner.server.model.state_dict().values()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
     for node, client in zip(grid.node_ids, runner.clients):
-        stored = wire.record_to_arrays(grid.contexts[node].state[client_module.STATE_CLIENT])
+        stored = wire.record_to_arrays(grid.contexts[node].state[wire.STATE_CLIENT])
         for name, value in trainable_arrays(client.model).items():
             np.testing.assert_allclose(stored[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
     for key in ("train_loss", "train_accuracy", "test_accuracy", "steps"):
@@ -73,7 +69,7 @@ def _all_values(content: RecordDict):
 def test_labels_never_leave_a_client(fast_run_config):
     config = parse_run_config(fast_run_config)
     grid = InProcessGrid(client_module.app, NUM_CLIENTS, fast_run_config)
-    _strategy(config).start(grid)
+    run_strategy(config, grid)
     label_sets = {pid: client_partition(config, pid, NUM_CLIENTS).labels.numpy() for pid in range(NUM_CLIENTS)}
     assert grid.replies_sent, "no client replied"
     for reply in grid.replies_sent:
@@ -89,7 +85,7 @@ def test_labels_never_leave_a_client(fast_run_config):
                 assert not (is_integral and len(value) > 1 and np.isin(value, labels).all()), name
         metrics = reply.content.get(wire.CLIENT_METRICS)
         if metrics is not None:
-            assert set(metrics) <= {"loss-sum", "correct", "num-examples", "compute-s"}
+            assert set(metrics) <= {wire.LOSS_SUM, wire.CORRECT, wire.NUM_EXAMPLES, wire.COMPUTE_S}
 
 
 def _faulty_client_app() -> ClientApp:
@@ -98,22 +94,22 @@ def _faulty_client_app() -> ClientApp:
     real = client_module.app
 
     def faulty(message: Message, context: Context) -> Message:
-        pid, step = context.node_config["partition-id"], dict(message.content.get(wire.STEP, {}))
+        pid, step = context.node_config[wire.PARTITION_ID], dict(message.content.get(wire.STEP, {}))
         reply = real(message, context)
         msg_type = message.metadata.message_type
-        if pid == 1 and msg_type == wire.FORWARD and step.get("step") == 2:
+        if pid == 1 and msg_type == wire.FORWARD and step.get(wire.STEP_INDEX) == 2:
             raise RuntimeError("simulated client crash")
         if pid == 2 and msg_type == wire.FORWARD:
             smashed = wire.record_to_arrays(reply.content[wire.SMASHED])
             reply.content[wire.SMASHED] = wire.tensors_to_record({k: v[:, :-1] for k, v in smashed.items()})
-        if pid == 3 and msg_type == wire.LOSS_GRAD and step.get("step") == 1:
-            grad = wire.record_to_arrays(reply.content[wire.LOGIT_GRAD])["logit_grad"]
-            reply.content[wire.LOGIT_GRAD] = wire.tensors_to_record({"logit_grad": np.full_like(grad, np.nan)})
+        if pid == 3 and msg_type == wire.LOSS_GRAD and step.get(wire.STEP_INDEX) == 1:
+            grad = wire.record_to_arrays(reply.content[wire.LOGIT_GRAD])[wire.LOGIT_GRAD]
+            reply.content[wire.LOGIT_GRAD] = wire.tensors_to_record({wire.LOGIT_GRAD: np.full_like(grad, np.nan)})
         return reply
 
-    for handler in (app.train("forward"), app.train("loss_grad"), app.train("end_epoch")):
-        handler(faulty)
-    app.query("partition_info")(real)
+    for message_type in (wire.FORWARD, wire.LOSS_GRAD, wire.END_EPOCH):
+        app.train(wire.action(message_type))(faulty)
+    app.query(wire.action(wire.PARTITION_INFO))(real)
     return app
 
 
@@ -121,9 +117,8 @@ def test_failing_clients_are_dropped_from_the_step_and_the_run_finishes(fast_run
     run_config = {**fast_run_config, "step-timeout-s": 1.0}
     config = parse_run_config({**run_config, "batch-size": 600})
     grid = InProcessGrid(_faulty_client_app(), 6, {**run_config, "batch-size": 600}, silent_partitions=[4])
-    strategy = _strategy(config)
     with caplog.at_level("WARNING", logger="flwr"):
-        record = strategy.start(grid)[0]
+        (record,) = epoch_records(run_strategy(config, grid)[1])
     steps = [num_batches(len(client_partition(config, pid, 6)), 100) for pid in range(6)]
     assert min(steps[1], steps[3]) > 2
     # partition 1 once, 2 at every step, 3 once, 4 (silent) at every step
@@ -137,9 +132,11 @@ def test_failing_clients_are_dropped_from_the_step_and_the_run_finishes(fast_run
 
 def test_invalid_config_stops_the_run_before_any_training_message(fast_run_config):
     grid = InProcessGrid(client_module.app, NUM_CLIENTS, {**fast_run_config, "dataset": "mnist"})
-    context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=grid.contexts[1000].run_config)
+    context = Context(
+        run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=grid.contexts[1000].run_config
+    )
     with pytest.raises(ConfigError, match="dataset='mnist'"):
-        server_app.run(grid, context)
+        server_app.main(grid, context)
     assert grid.replies_sent == []
 
 
@@ -148,7 +145,7 @@ def test_batch_smaller_than_the_federation_stops_before_training(fast_run_config
     grid = InProcessGrid(client_module.app, NUM_CLIENTS, run_config)
     context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config)
     with pytest.raises(ConfigError, match="batch-size=3 is below the number of clients"):
-        server_app.run(grid, context)
+        server_app.main(grid, context)
     assert all(not r.metadata.message_type.startswith("train") for r in grid.replies_sent)
 
 
@@ -156,17 +153,26 @@ def test_a_run_leaves_config_metrics_and_model_in_its_results_folder(fast_run_co
     run_config = {**fast_run_config, "nr-of-epochs": 2}
     grid = InProcessGrid(client_module.app, NUM_CLIENTS, run_config)
     context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config)
-    server_app.run(grid, context)
+    server_app.main(grid, context)
     (folder,) = (tmp_path / "results").iterdir()
     assert json.loads((folder / "config.json").read_text())["nr-of-epochs"] == 2
     info = json.loads((folder / "run_info.json").read_text())
     assert info["num_clients"] == NUM_CLIENTS
+    assert info["train_samples"] == sum(info["partition_sizes"].values())
+    versions = info["versions"]
+    assert (versions["torch"], versions["flwr"]) == (torch.__version__, flwr.__version__)
+    assert versions["timm"] and versions["mpsl-flower"]
+    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", versions["git_commit"]), versions  # the tests run in a checkout
     label_counts = info["partition_label_counts"]
-    assert {int(p): sum(c.values()) for p, c in label_counts.items()} == {int(p): n for p, n in info["partition_sizes"].items()}
+    assert {int(p): sum(c.values()) for p, c in label_counts.items()} == {
+        int(p): n for p, n in info["partition_sizes"].items()
+    }
     saved = torch.load(folder / "mpsl_model.pt")
     # Exact counts: every client tensor trains; the server's frozen blocks are the frozen ones.
     assert info["client_trainable_parameters"] == sum(t.numel() for t in saved["client"].values())
-    assert info["server_trainable_parameters"] + info["frozen_parameters"] == sum(t.numel() for t in saved["server"].values())
+    assert info["server_trainable_parameters"] + info["frozen_parameters"] == sum(
+        t.numel() for t in saved["server"].values()
+    )
     size = ENCODER_SIZES["tiny-default"]
     block = sum(t.numel() for k, t in saved["server"].items() if k.startswith("encoder.blocks.0."))
     assert info["frozen_parameters"] == block * (size.depth - parse_run_config(run_config).finetune_blocks)

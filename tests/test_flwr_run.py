@@ -176,9 +176,21 @@ def superlink(tmp_path):
     log_path = tmp_path / "superlink.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            [str(BIN / "flower-superlink"), "--insecure", "--simulation", "--host", "127.0.0.1", "--port", str(port),
-             "--database", str(tmp_path / "state.db")],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                str(BIN / "flower-superlink"),
+                "--insecure",
+                "--simulation",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--database",
+                str(tmp_path / "state.db"),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         _wait_healthy(port, process, log_path)
@@ -191,24 +203,36 @@ def superlink(tmp_path):
 # ---- flwr run ------------------------------------------------------------------------------
 
 
-def _flwr_run(env: dict, superlink_log: Path, run_config: str) -> str:
-    """`flwr run` the app; assert the run completed; return diagnostics for later asserts."""
-    command = [str(BIN / "flwr"), "run", str(REPO), "test", "--stream",
-               "--federation-config", f"num-supernodes={NUM_SUPERNODES} client-resources-num-cpus=1",
-               "--run-config", run_config]
+def _flwr_run(env: dict, superlink_log: Path, run_config: str, status: str = "finished:completed") -> tuple[str, str]:
+    """`flwr run` the app; assert the run ended with `status`; return its stream and diagnostics."""
+    command = [
+        str(BIN / "flwr"),
+        "run",
+        str(REPO),
+        "test",
+        "--stream",
+        "--federation-config",
+        f"num-supernodes={NUM_SUPERNODES} client-resources-num-cpus=1",
+        "--run-config",
+        run_config,
+    ]
     run_log = superlink_log.with_name("flwr-run.log")
     started = time.monotonic()
     with open(run_log, "w") as log:
         try:
-            returncode = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=RUN_TIMEOUT_S).returncode
+            returncode = subprocess.run(
+                command, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=RUN_TIMEOUT_S
+            ).returncode
         except subprocess.TimeoutExpired:
             returncode = None
     stdout = run_log.read_text(errors="replace")
     print(f"\nflwr run ({run_config}) took {time.monotonic() - started:.0f} s")
 
     def diagnostics(extra: str = "") -> str:
-        return (f"flwr run --stream (exit {returncode}), {run_log}:\n{stdout[-6000:]}\n"
-                f"superlink log {superlink_log}:\n{_tail(superlink_log)}\n{extra}")
+        return (
+            f"flwr run --stream (exit {returncode}), {run_log}:\n{stdout[-6000:]}\n"
+            f"superlink log {superlink_log}:\n{_tail(superlink_log)}\n{extra}"
+        )
 
     assert returncode is not None, f"flwr run did not finish within {RUN_TIMEOUT_S} s\n" + diagnostics()
     assert returncode == 0, diagnostics()
@@ -227,8 +251,8 @@ def _flwr_run(env: dict, superlink_log: Path, run_config: str) -> str:
         if (statuses and all(s.startswith("finished") for s in statuses)) or time.monotonic() > deadline:
             break
         time.sleep(1)
-    assert statuses == ["finished:completed"], diagnostics(f"flwr list:\n{listing.stdout}\n{listing.stderr}")
-    return diagnostics()
+    assert statuses == [status], diagnostics(f"flwr list:\n{listing.stdout}\n{listing.stderr}")
+    return stdout, diagnostics()
 
 
 def _chance(seed: int = SEED) -> float:
@@ -241,7 +265,7 @@ def _chance(seed: int = SEED) -> float:
 def test_flwr_run_trains_mpsl_to_well_above_chance(superlink, tmp_path):
     env, superlink_log = superlink
     output_dir = tmp_path / "results"
-    diagnostics = _flwr_run(env, superlink_log, f"{MPSL_RUN_CONFIG} random-seed={SEED} output-dir='{output_dir}'")
+    _, diagnostics = _flwr_run(env, superlink_log, f"{MPSL_RUN_CONFIG} random-seed={SEED} output-dir='{output_dir}'")
     folders = list(output_dir.glob("mpsl_model-*"))
     assert len(folders) == 1, (sorted(output_dir.iterdir()), diagnostics)
     (folder,) = folders
@@ -265,8 +289,20 @@ def test_flwr_run_trains_mpsl_to_well_above_chance(superlink, tmp_path):
 def test_flwr_run_trains_each_baseline(superlink, tmp_path, method):
     env, superlink_log = superlink
     output_dir = tmp_path / "results"
-    diagnostics = _flwr_run(env, superlink_log, f"method='{method}' nr-of-epochs=1 batch-size=100 output-dir='{output_dir}'")
+    stream, diagnostics = _flwr_run(
+        env, superlink_log, f"method='{method}' nr-of-epochs=1 batch-size=100 output-dir='{output_dir}'"
+    )
     (folder,) = output_dir.iterdir()
     (record,) = read_metrics(folder)
     assert json.loads((folder / "config.json").read_text())["method"] == method
     assert 0.0 <= record["test_accuracy"] <= 1.0 and record["train_loss"] > 0, diagnostics
+    assert f"[{method}] epoch 1/1: train loss" in stream, diagnostics  # our per-epoch line reaches the stream
+
+
+@pytest.mark.integration
+def test_a_bad_run_config_value_fails_the_run_with_one_clean_line(superlink, tmp_path):
+    env, superlink_log = superlink
+    stream, diagnostics = _flwr_run(env, superlink_log, f"dataset='mnist' output-dir='{tmp_path}'", "finished:failed")
+    errors = [line for line in stream.splitlines() if "dataset='mnist' is not supported" in line]
+    assert len(errors) == 1 and "allowed values: shapes-qa" in errors[0], diagnostics
+    assert "Traceback" not in stream, diagnostics

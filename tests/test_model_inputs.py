@@ -47,7 +47,9 @@ def cached_config(tmp_path):
 
 def _cache_files(config):
     """The identity file of each text-feature cache folder."""
-    return sorted((config.resolved_path("cache_dir") / model_inputs.TEXT_FEATURES_DIR).glob(f"*/{model_inputs.IDENTITY_FILE}"))
+    return sorted(
+        (config.resolved_path("cache_dir") / model_inputs.TEXT_FEATURES_DIR).glob(f"*/{model_inputs.IDENTITY_FILE}")
+    )
 
 
 def _features(data, split="train"):

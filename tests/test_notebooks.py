@@ -16,7 +16,7 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "analyse_results.
 
 def test_analysis_notebook_runs_on_a_results_folder(fast_run_config, tmp_path, monkeypatch):
     grid = InProcessGrid(client_app.app, 4, fast_run_config)
-    server_app.run(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=fast_run_config))
+    server_app.main(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=fast_run_config))
     (folder,) = (tmp_path / "results").iterdir()
     monkeypatch.setenv("MPSL_RESULTS", str(folder))
     matplotlib.use("Agg")

@@ -164,7 +164,9 @@ def test_an_open_clip_file_alone_initialises_tokenizer_encoder_and_clip_text_enc
     torch.testing.assert_close(client.image.patch_embed.weight, visual.conv1.weight)
     torch.testing.assert_close(client.pre_norm.weight, visual.ln_pre.weight)
     torch.testing.assert_close(server.post_norm.bias, visual.ln_post.bias)
-    torch.testing.assert_close(server.encoder.blocks[11].attn.qkv.weight, visual.transformer.resblocks[11].attn.in_proj_weight)
+    torch.testing.assert_close(
+        server.encoder.blocks[11].attn.qkv.weight, visual.transformer.resblocks[11].attn.in_proj_weight
+    )
     assert tuple(client.image.pos_embed.shape) == (1 + 4, 768)  # 32-px images: 2x2 patches
 
 

@@ -92,7 +92,7 @@ def test_retrieval_runs_through_the_flower_path_with_embeddings_on_the_wire(tmp_
     run_config = _run_config(tmp_path, "mscoco")
     grid = InProcessGrid(client_module.app, 2, run_config)
     context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config)
-    server_app.run(grid, context)
+    server_app.main(grid, context)
     (folder,) = (tmp_path / "results").iterdir()
     (record,) = read_metrics(folder)
     assert record["clients_aggregated"] == 2 and "test_r1_text_to_image" in record
@@ -115,7 +115,7 @@ def test_baselines_train_on_retrieval_with_the_same_loss(tmp_path, method):
     write_karpathy(tmp_path / "data", "flickr30k")
     run_config = {**_run_config(tmp_path, "flickr30k"), "method": method}
     grid = InProcessGrid(client_module.app, 2, run_config)
-    server_app.run(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config))
+    server_app.main(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config))
     (folder,) = (tmp_path / "results").iterdir()
     (record,) = read_metrics(folder)
     assert math.isfinite(record["train_loss"]) and "test_r5_image_to_text" in record

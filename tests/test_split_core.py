@@ -15,8 +15,9 @@ from mpsl_flower.models.weights import trainable_arrays
 from mpsl_flower.split.aggregation import weighted_average
 from mpsl_flower.split.build import new_client_side, new_server_side
 from mpsl_flower.split.client_side import loss_gradient
+from mpsl_flower.split.optimizer import epoch_lr
 from mpsl_flower.split.runner import InProcessRunner
-from mpsl_flower.split.schedule import batch_rows, num_batches, step_lr, steps_per_epoch
+from mpsl_flower.split.schedule import batch_rows, num_batches, steps_per_epoch
 from tasks.spec import CLASSIFICATION
 
 CPU = torch.device("cpu")
@@ -52,6 +53,38 @@ def test_one_step_equals_a_joint_step_on_the_concatenated_batch(fast_config, dat
             torch.testing.assert_close(p.grad, q.grad, msg=name)
     for name, tokens in streams.items():
         torch.testing.assert_close(torch.cat([g[name] for g in cut_grads]), tokens.grad)
+
+
+@pytest.mark.parametrize("dataset", ["shapes-qa", "shapes-av"])  # early and late fusion
+def test_each_clients_tokenizer_gradients_equal_those_of_one_joint_pass(fast_config, dataset):
+    """`apply_cut_grad` gives every client exactly its share of the joint gradient: any pairing of
+    a sample's cut gradient with another sample's activations, reordering or rescaling fails here.
+    Compared before the optimizer step (Adam would hide a scale)."""
+    fast_config = dataclasses.replace(fast_config, dataset=dataset)
+    batches = _client_batches(fast_config, [3, 5, 2])
+    clients = [new_client_side(fast_config) for _ in batches]
+    with torch.no_grad():  # make the clients differ, as they do after their first steps
+        for i, client in enumerate(clients):
+            for p in client.model.parameters():
+                p.add_(0.01 * (i + 1) * torch.randn_like(p))
+    server = new_server_side(fast_config, CPU)
+    joint_clients = [copy.deepcopy(c.model) for c in clients]
+    joint_server = copy.deepcopy(server.model)
+
+    logits = server.forward([c.smashed(b.inputs) for c, b in zip(clients, batches)])
+    total = sum(len(b) for b in batches)
+    grads = [loss_gradient(CLASSIFICATION, part, b.labels, total)[0] for part, b in zip(logits, batches)]
+    for client, batch, cut_grad in zip(clients, batches, server.backward(grads)):
+        client.apply_cut_grad(batch.inputs, cut_grad, lr=1e-3)
+
+    streams = [model(b.inputs) for model, b in zip(joint_clients, batches)]
+    joint_logits = joint_server({name: torch.cat([s[name] for s in streams]) for name in streams[0]})
+    nn.functional.cross_entropy(joint_logits, torch.cat([b.labels for b in batches])).backward()
+    for i, (client, joint) in enumerate(zip(clients, joint_clients)):
+        trained = [(n, p) for n, p in client.model.named_parameters() if p.requires_grad]
+        assert trained
+        for (name, p), q in zip(trained, [q for q in joint.parameters() if q.requires_grad]):
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-7, msg=f"client {i}: {name}")
 
 
 def test_a_client_that_drops_after_forward_leaves_the_mean_over_the_others(fast_config):
@@ -118,8 +151,9 @@ def test_batches_cover_the_partition_once_per_epoch_then_the_client_sits_out():
 
 
 @pytest.mark.parametrize(("epoch", "expected"), [(0, 1e-3), (4, 1e-3), (5, 1e-4), (10, 1e-5)])
-def test_step_lr_follows_pytorch_steplr(epoch, expected):
-    assert step_lr(1e-3, 5, 0.1, epoch) == pytest.approx(expected)
+def test_epoch_lr_follows_pytorch_steplr(fast_config, epoch, expected):
+    config = dataclasses.replace(fast_config, learning_rate=1e-3, lr_step_size=5, lr_gamma=0.1)
+    assert epoch_lr(config, epoch) == pytest.approx(expected)
     optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1e-3)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=5, gamma=0.1)
     for _ in range(epoch):

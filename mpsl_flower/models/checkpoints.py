@@ -67,7 +67,11 @@ def check_keys(found: Mapping[str, torch.Tensor], expected: Mapping[str, torch.S
     ]
     problems = [
         f"{label} ({len(items)}): {', '.join(items[:LISTED])}{' ...' if len(items) > LISTED else ''}"
-        for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched))
+        for label, items in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", mismatched),
+        )
         if items
     ]
     if problems:
@@ -87,7 +91,9 @@ def _require(state: Mapping[str, torch.Tensor], keys, source: Path | str, kind: 
 def _check_patch_conv(weight: torch.Tensor, tokenizer: nn.Module, source: Path | str, name: str, hint: str) -> None:
     needed = tokenizer.patch_embed.weight.shape
     if weight.shape != needed:
-        raise CheckpointError(f"{source}: {name} is {list(weight.shape)} but the tokenizer needs {list(needed)}: {hint}")
+        raise CheckpointError(
+            f"{source}: {name} is {list(weight.shape)} but the tokenizer needs {list(needed)}: {hint}"
+        )
 
 
 def _shapes(module: nn.Module) -> dict[str, torch.Size]:
@@ -147,7 +153,9 @@ def open_clip_image_tokenizer(
         "an OpenCLIP ViT checkpoint",
     )
     conv = state["visual.conv1.weight"]
-    _check_patch_conv(conv, tokenizer, source, "visual.conv1.weight", "the checkpoint is for another width or patch size")
+    _check_patch_conv(
+        conv, tokenizer, source, "visual.conv1.weight", "the checkpoint is for another width or patch size"
+    )
     positions = state["visual.positional_embedding"]
     old_side = round((positions.shape[0] - 1) ** 0.5)
     new_side = round((tokenizer.pos_embed.shape[0] - 1) ** 0.5)
@@ -158,7 +166,9 @@ def open_clip_image_tokenizer(
     }
 
 
-def open_clip_layer_norm(state: Mapping[str, torch.Tensor], name: str, dim: int, source: Path | str) -> dict[str, torch.Tensor]:
+def open_clip_layer_norm(
+    state: Mapping[str, torch.Tensor], name: str, dim: int, source: Path | str
+) -> dict[str, torch.Tensor]:
     """The weight and bias of OpenCLIP's visual `ln_pre` or `ln_post`."""
     found = {part: state.get(f"visual.{name}.{part}") for part in ("weight", "bias")}
     if any(value is None or value.shape != (dim,) for value in found.values()):
@@ -172,7 +182,9 @@ def open_clip_text_tower(state: Mapping[str, torch.Tensor], source: Path | str) 
     Heads follow OpenCLIP's convention of 64-wide heads, as in every CLIP text tower.
     """
     text_state = {
-        key: value for key, value in state.items() if not key.startswith("visual.") and key not in OPEN_CLIP_NON_TEXT_KEYS
+        key: value
+        for key, value in state.items()
+        if not key.startswith("visual.") and key not in OPEN_CLIP_NON_TEXT_KEYS
     }
     _require(
         text_state,

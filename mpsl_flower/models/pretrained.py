@@ -3,7 +3,8 @@
 | part | file (see `weight_files`) | without it |
 |---|---|---|
 | encoder blocks | Meta-Transformer encoder, else the OpenCLIP visual tower | random init |
-| image tokenizer, pre-LN (post-LN) | OpenCLIP `conv1`, `class_embedding`, `positional_embedding`, `ln_pre` (`ln_post`) | random init |
+| image tokenizer, pre-LN | OpenCLIP `conv1`, `class_embedding`, `positional_embedding`, `ln_pre` | random init |
+| post-LN | OpenCLIP `ln_post` | random init |
 | audio tokenizer | AST AudioSet checkpoint | random init |
 | text encoder (`text-encoder=auto`) | OpenCLIP text tower | MiniLM (384-d), or bag of words for narrow encoders |
 
@@ -64,7 +65,7 @@ def _find(files: dict[str, WeightFile], config: RunConfig):
     return path
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _warn_once(message: str) -> None:
     logger.warning(message)
 

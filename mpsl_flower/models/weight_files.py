@@ -34,7 +34,11 @@ class WeightFile:
 
     def missing_message(self, folder: Path | None) -> str:
         """Which file is missing, where to put it, where to get it, and that fallbacks are used."""
-        where = f"{folder}/{self.names[0]}" if folder else f"<{self.folder_key}>/{self.names[0]} ({self.folder_key} is not set)"
+        where = (
+            f"{folder}/{self.names[0]}"
+            if folder
+            else f"<{self.folder_key}>/{self.names[0]} ({self.folder_key} is not set)"
+        )
         return (
             f"no weight file at {where}: the {self.feeds} start from their fallback "
             f"(README, 'Pretrained weights'). Download it from {self.url}"

@@ -71,4 +71,4 @@ def resolve_device(config: RunConfig) -> torch.device:
 
 
 def new_server_side(config: RunConfig, device: torch.device) -> ServerSide:
-    return ServerSide(new_server_model(config), config.learning_rate, config.lr_step_size, config.lr_gamma, device)
+    return ServerSide(new_server_model(config), config.learning_rate, device)

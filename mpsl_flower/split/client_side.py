@@ -12,6 +12,7 @@ from mpsl_flower.models.weights import (
     optimizer_arrays,
     trainable_arrays,
 )
+from mpsl_flower.split.optimizer import new_optimizer, set_lr
 from tasks.objectives import loss_sum_and_correct
 
 OPTIMIZER_PREFIX = "optimizer."
@@ -27,8 +28,7 @@ class ClientSide:
 
     def __init__(self, model: ClientModel, lr: float) -> None:
         self.model = model
-        self.trainable = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(self.trainable, lr=lr)
+        self.optimizer = new_optimizer(model, lr)
 
     @torch.no_grad()
     def smashed(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -40,8 +40,7 @@ class ClientSide:
         self.optimizer.zero_grad(set_to_none=True)
         streams = self.model(inputs)
         torch.autograd.backward([streams[name] for name in cut_grad], [cut_grad[name] for name in cut_grad])
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(self.optimizer, lr)
         self.optimizer.step()
 
     def state_arrays(self) -> dict[str, np.ndarray]:

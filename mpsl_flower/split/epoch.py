@@ -1,21 +1,22 @@
-"""Bookkeeping shared by every training driver: per-epoch tallies, records and MPSL's epoch end."""
+"""Bookkeeping shared by every training driver: per-epoch tallies, the epoch record, its log line.
+
+One record format serves every method and path (in-process runner, every Flower strategy), so
+results of different methods compare key by key.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from mpsl_flower.config import RunConfig
-from mpsl_flower.models.server_model import ServerModel
 from mpsl_flower.models.tokenizers import ClientModel
 from mpsl_flower.models.weights import load_trainable
 from mpsl_flower.split.aggregation import weighted_average
 from mpsl_flower.split.build import new_client_model
-from mpsl_flower.split.evaluation import evaluate
-from mpsl_flower.split.server_side import ServerSide
-from tasks.data import SplitData
 
 
 @dataclass
@@ -38,64 +39,44 @@ class EpochTally:
         self.correct += correct
         self.samples += samples
 
-
-def close_epoch(
-    config: RunConfig,
-    epoch: int,
-    server: ServerSide,
-    client_states: list[dict[str, np.ndarray]],
-    client_weights: list[int],
-    test: SplitData,
-    tally: EpochTally,
-) -> tuple[dict, ClientModel]:
-    """Average client weights (for evaluation and saving only), evaluate, step the LR schedule.
-
-    Returns the epoch's metrics record and the aggregated client model.
-    """
-    client_model = new_client_model(config)
-    load_trainable(client_model, weighted_average(client_states, client_weights))
-    record = evaluated_record(config, epoch, server.lr, tally, client_model, server.model, test, len(client_states))
-    server.end_epoch()
-    return record, client_model
+    def train_record(self, epoch: int, lr: float, clients_aggregated: int) -> dict:
+        """The training half of the epoch's record (`epoch` counts from 0, the record from 1)."""
+        return {
+            "epoch": epoch + 1,
+            "lr": lr,
+            "train_loss": self.loss_sum / max(self.samples, 1),
+            "train_accuracy": self.correct / max(self.samples, 1),
+            "steps": self.steps,
+            "clients_aggregated": clients_aggregated,
+            "dropped_client_steps": self.dropped,
+            "bytes_up": self.bytes_up,
+            "bytes_down": self.bytes_down,
+            "train_wall_s": time.perf_counter() - self.started_at,
+            "client_compute_s": self.client_compute_s,
+            "server_compute_s": self.server_compute_s,
+        }
 
 
-def evaluated_record(
-    config: RunConfig,
-    epoch: int,
-    lr: float,
-    tally: EpochTally,
-    client_model: ClientModel,
-    server_model: ServerModel,
-    test: SplitData,
-    clients_aggregated: int,
-) -> dict:
-    """Evaluate on the test split and build the epoch's record: one format for every method."""
-    training_s = time.perf_counter() - tally.started_at
-    eval_started = time.perf_counter()
-    test_metrics = evaluate(client_model, server_model, test, config.eval_batch_size)
-    return {
-        "epoch": epoch + 1,
-        "lr": lr,
-        "train_loss": tally.loss_sum / max(tally.samples, 1),
-        "train_accuracy": tally.correct / max(tally.samples, 1),
-        **test_metrics,
-        "steps": tally.steps,
-        "clients_aggregated": clients_aggregated,
-        "dropped_client_steps": tally.dropped,
-        "bytes_up": tally.bytes_up,
-        "bytes_down": tally.bytes_down,
-        "train_wall_s": training_s,
-        "client_compute_s": tally.client_compute_s,
-        "server_compute_s": tally.server_compute_s,
-        "eval_s": time.perf_counter() - eval_started,
-    }
+def with_evaluation(train_record: dict, evaluate: Callable[[], Mapping[str, float] | None]) -> dict:
+    """The full epoch record: the training half plus what `evaluate` returns, timed as `eval_s`."""
+    started = time.perf_counter()
+    test_metrics = evaluate() or {}
+    return {**train_record, **test_metrics, "eval_s": time.perf_counter() - started}
+
+
+def averaged_client_model(config: RunConfig, states: list[dict[str, np.ndarray]], weights: list[int]) -> ClientModel:
+    """The sample-weighted average of client weights, for evaluation and saving only (clients keep their own)."""
+    model = new_client_model(config, pretrained=False)  # every trainable weight is replaced below
+    load_trainable(model, weighted_average(states, weights))
+    return model
 
 
 def format_epoch(record: dict, num_epochs: int) -> str:
     """One progress line per epoch for the log."""
+    tested = f"test acc {record['test_accuracy']:.3f}" if "test_accuracy" in record else "not evaluated"
     return (
         f"epoch {record['epoch']}/{num_epochs}: train loss {record['train_loss']:.4f} "
-        f"acc {record['train_accuracy']:.3f} | test acc {record['test_accuracy']:.3f} | "
+        f"acc {record['train_accuracy']:.3f} | {tested} | "
         f"up {record['bytes_up'] / 1e6:.2f} MB, down {record['bytes_down'] / 1e6:.2f} MB | "
         f"train {record['train_wall_s']:.1f} s, eval {record['eval_s']:.1f} s"
     )

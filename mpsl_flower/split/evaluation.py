@@ -12,7 +12,9 @@ from tasks.spec import RETRIEVAL
 
 
 @torch.no_grad()
-def evaluate(client_model: ClientModel, server_model: ServerModel, split: SplitData, batch_size: int) -> dict[str, float]:
+def evaluate(
+    client_model: ClientModel, server_model: ServerModel, split: SplitData, batch_size: int
+) -> dict[str, float]:
     """Mean loss and accuracy of the split model on `split`; retrieval adds R@1/5/10 both ways.
 
     For retrieval the loss is the in-batch contrastive loss of `batch_size` batches, and

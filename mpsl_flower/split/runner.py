@@ -12,8 +12,10 @@ from mpsl_flower.config import RunConfig
 from mpsl_flower.models.weights import trainable_arrays
 from mpsl_flower.split.build import new_client_side, new_server_side, resolve_device
 from mpsl_flower.split.client_side import loss_gradient
-from mpsl_flower.split.epoch import EpochTally, close_epoch
-from mpsl_flower.split.schedule import batch_rows, num_batches, step_lr, steps_per_epoch
+from mpsl_flower.split.epoch import EpochTally, averaged_client_model, with_evaluation
+from mpsl_flower.split.evaluation import evaluate
+from mpsl_flower.split.optimizer import epoch_lr
+from mpsl_flower.split.schedule import batch_rows, num_batches, steps_per_epoch
 from tasks.data import SplitData, TaskData
 from tasks.partitioning import partition_rows
 from tasks.registry import TASKS
@@ -27,7 +29,12 @@ class InProcessRunner:
         self.config = config
         self.test = data.test
         rows = partition_rows(
-            data.train, TASKS[config.dataset].num_classes, config.split_type, num_clients, config.dirichlet_alpha, config.seed
+            data.train,
+            TASKS[config.dataset].num_classes,
+            config.split_type,
+            num_clients,
+            config.dirichlet_alpha,
+            config.seed,
         )
         self.partitions: list[SplitData] = [data.train.subset(r) for r in rows]
         self.clients = [new_client_side(config) for _ in range(num_clients)]
@@ -37,14 +44,16 @@ class InProcessRunner:
 
     def batch(self, client: int, epoch: int, step: int) -> SplitData:
         partition = self.partitions[client]
-        return partition.select(batch_rows(len(partition), self.client_batch_size, self.config.seed, client, epoch, step))
+        return partition.select(
+            batch_rows(len(partition), self.client_batch_size, self.config.seed, client, epoch, step)
+        )
 
     def run_step(self, epoch: int, step: int, tally: EpochTally) -> None:
         """One MPSL step over every client that still has data this epoch."""
         m = self.client_batch_size
         active = [i for i, p in enumerate(self.partitions) if step < num_batches(len(p), m)]
         batches = [self.batch(i, epoch, step) for i in active]
-        lr = step_lr(self.config.learning_rate, self.config.lr_step_size, self.config.lr_gamma, epoch)
+        lr = epoch_lr(self.config, epoch)
 
         started = time.perf_counter()
         smashed = [self.clients[i].smashed(b.inputs) for i, b in zip(active, batches)]
@@ -77,11 +86,16 @@ class InProcessRunner:
         tally.bytes_down += sum(t.nbytes for t in logits) + sum(t.nbytes for g in cut_grads for t in g.values())
 
     def run_epoch(self, epoch: int) -> dict:
-        """All steps of one epoch, then aggregation (for evaluation) and the LR step."""
+        """All steps of one epoch, then aggregation of the client weights and evaluation."""
         tally = EpochTally()
+        lr = epoch_lr(self.config, epoch)
+        self.server.set_lr(lr)
         for step in range(steps_per_epoch([len(p) for p in self.partitions], self.client_batch_size)):
             self.run_step(epoch, step, tally)
         states = [trainable_arrays(client.model) for client in self.clients]
-        weights = [len(p) for p in self.partitions]
-        record, self.aggregated_client_model = close_epoch(self.config, epoch, self.server, states, weights, self.test, tally)
-        return record
+        model = averaged_client_model(self.config, states, [len(p) for p in self.partitions])
+        self.aggregated_client_model = model
+        return with_evaluation(
+            tally.train_record(epoch, lr, len(states)),
+            lambda: evaluate(model, self.server.model, self.test, self.config.eval_batch_size),
+        )

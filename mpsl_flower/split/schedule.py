@@ -1,4 +1,4 @@
-"""Which samples a client uses at each step, and the learning rate of each epoch.
+"""Which samples a client uses at each step.
 
 Both the in-process runner and the Flower client derive batches from (seed, partition, epoch,
 step) alone, so the two paths see identical data and a client never stores its schedule.
@@ -21,13 +21,10 @@ def steps_per_epoch(partition_sizes: list[int], client_batch_size: int) -> int:
     return max(num_batches(size, client_batch_size) for size in partition_sizes)
 
 
-def batch_rows(num_samples: int, client_batch_size: int, seed: int, partition_id: int, epoch: int, step: int) -> torch.Tensor:
+def batch_rows(
+    num_samples: int, client_batch_size: int, seed: int, partition_id: int, epoch: int, step: int
+) -> torch.Tensor:
     """Rows (into the client's partition) of its mini-batch at `step`; empty once out of data."""
     generator = torch.Generator().manual_seed(seed * 1_000_003 + partition_id * 1_009 + epoch)
     order = torch.randperm(num_samples, generator=generator)
     return order[step * client_batch_size : (step + 1) * client_batch_size]
-
-
-def step_lr(base_lr: float, step_size: int, gamma: float, epoch: int) -> float:
-    """StepLR: the rate after `epoch` completed epochs."""
-    return base_lr * gamma ** (epoch // step_size)

@@ -5,29 +5,27 @@ from __future__ import annotations
 import torch
 
 from mpsl_flower.models.server_model import ServerModel
+from mpsl_flower.split.optimizer import new_optimizer, set_lr
 
 
 class ServerSide:
-    """The one shared server model, its Adam optimizer and StepLR schedule.
+    """The one shared server model and its Adam optimizer (its rate is set per epoch by the driver).
 
     `forward` concatenates every participating client's activations into one batch;
     `backward` takes each client's dL/dlogits (None for a client that dropped out after the
     forward), steps once, and returns each client its gradient at the cut layer.
     """
 
-    def __init__(self, model: ServerModel, lr: float, lr_step_size: int, lr_gamma: float, device: torch.device) -> None:
+    def __init__(self, model: ServerModel, lr: float, device: torch.device) -> None:
         self.device = device
         self.model = model.to(device)
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(trainable, lr=lr)
-        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=lr_step_size, gamma=lr_gamma)
+        self.optimizer = new_optimizer(self.model, lr)
         self._inputs: dict[str, torch.Tensor] = {}
         self._logits: torch.Tensor | None = None
         self._sizes: list[int] = []
 
-    @property
-    def lr(self) -> float:
-        return self.optimizer.param_groups[0]["lr"]
+    def set_lr(self, lr: float) -> None:
+        set_lr(self.optimizer, lr)
 
     def forward(self, client_streams: list[dict[str, torch.Tensor]]) -> list[torch.Tensor]:
         """Logits for each client's slice of the concatenated batch, on the CPU."""
@@ -53,7 +51,9 @@ class ServerSide:
         result: list[dict[str, torch.Tensor] | None] = [None] * len(self._sizes)
         if kept:
             grads = [
-                grad.to(self.device) if grad is not None else torch.zeros(size, *self._logits.shape[1:], device=self.device)
+                grad.to(self.device)
+                if grad is not None
+                else torch.zeros(size, *self._logits.shape[1:], device=self.device)
                 for size, grad in zip(self._sizes, logit_grads)
             ]
             self.optimizer.zero_grad(set_to_none=True)
@@ -66,7 +66,3 @@ class ServerSide:
             ]
         self._inputs, self._logits, self._sizes = {}, None, []
         return result
-
-    def end_epoch(self) -> None:
-        """Step the LR schedule (StepLR counts epochs)."""
-        self.scheduler.step()

@@ -39,7 +39,8 @@ SPEC = early_fusion_task(
 def _required(path: Path) -> Path:
     if not path.is_file():
         raise DatasetError(
-            f"B-T4SA: {path} is missing; request access at http://www.t4sa.it/ and unpack the release into {path.parent}"
+            f"B-T4SA: {path} is missing; request access at http://www.t4sa.it/ "
+            f"and unpack the release into {path.parent}"
         )
     return path
 
@@ -53,7 +54,9 @@ def _read_list(data_dir: Path, name: str) -> list[tuple[str, int]]:
             continue
         image, _, label = line.strip().rpartition(" ")
         if not image or label not in ("0", "1", "2"):
-            raise DatasetError(f"B-T4SA: {path} line {number} is not `<image path> <0|1|2>`: {line!r}; the file is damaged")
+            raise DatasetError(
+                f"B-T4SA: {path} line {number} is not `<image path> <0|1|2>`: {line!r}; the file is damaged"
+            )
         entries.append((image.strip(), int(label)))
     return entries
 
@@ -79,7 +82,9 @@ def _read_texts(data_dir: Path, wanted: set[str]) -> dict[str, str]:
 
 
 def samples(data_dir: Path) -> dict[str, list[Sample]]:
-    lists = {split: [entry for name in names for entry in _read_list(data_dir, name)] for split, names in SPLITS.items()}
+    lists = {
+        split: [entry for name in names for entry in _read_list(data_dir, name)] for split, names in SPLITS.items()
+    }
     texts = _read_texts(data_dir, {_tweet_id(image) for entries in lists.values() for image, _ in entries})
     folder = data_dir / FOLDER
     result = {}
@@ -87,7 +92,12 @@ def samples(data_dir: Path) -> dict[str, list[Sample]]:
         known = [(image, label) for image, label in entries if _tweet_id(image) in texts]
         if len(known) < len(entries):
             logger.warning(
-                "B-T4SA %s: %d images left out, their tweet has no text in %s", split, len(entries) - len(known), TEXTS_FILE
+                "B-T4SA %s: %d images left out, their tweet has no text in %s",
+                split,
+                len(entries) - len(known),
+                TEXTS_FILE,
             )
-        result[split] = [Sample(label, texts=(texts[_tweet_id(image)],), image=str(folder / image)) for image, label in known]
+        result[split] = [
+            Sample(label, texts=(texts[_tweet_id(image)],), image=str(folder / image)) for image, label in known
+        ]
     return result

@@ -40,7 +40,9 @@ COCO_2014_IMAGES = [
 ]
 ARCHIVES = [
     Archive(
-        "http://www.cs.toronto.edu/~mren/research/imageqa/data/cocoqa/cocoqa-2015-05-17.zip", "cocoqa-2015-05-17.zip", FOLDER
+        "http://www.cs.toronto.edu/~mren/research/imageqa/data/cocoqa/cocoqa-2015-05-17.zip",
+        "cocoqa-2015-05-17.zip",
+        FOLDER,
     ),
     *COCO_2014_IMAGES,
 ]
@@ -57,25 +59,33 @@ def _read_split(data_dir: Path, split: str) -> list[tuple[str, str, int]]:
     for field in FIELDS:
         path = folder / f"{field}.txt"
         if not path.is_file():
-            raise DatasetError(f"COCO-QA: {path} is missing; run `python -m tasks.download coco-qa --data-dir {data_dir}`")
+            raise DatasetError(
+                f"COCO-QA: {path} is missing; run `python -m tasks.download coco-qa --data-dir {data_dir}`"
+            )
         columns[field] = path.read_text(encoding="utf-8").splitlines()
     lengths = {field: len(lines) for field, lines in columns.items()}
     if len(set(lengths.values())) != 1:
         raise DatasetError(f"COCO-QA {split}: the files have different line counts {lengths}; the download is damaged")
-    return [(q.strip(), a.strip(), int(i)) for q, a, i in zip(columns["questions"], columns["answers"], columns["img_ids"])]
+    return [
+        (q.strip(), a.strip(), int(i)) for q, a, i in zip(columns["questions"], columns["answers"], columns["img_ids"])
+    ]
 
 
 def samples(data_dir: Path) -> dict[str, list[Sample]]:
     rows = {split: _read_split(data_dir, split) for split in ("train", "test")}
     answers = sorted({answer for _, answer, _ in rows["train"]})
     if len(answers) > NUM_ANSWERS:
-        raise DatasetError(f"COCO-QA train has {len(answers)} distinct answers, more than the {NUM_ANSWERS} of the release")
+        raise DatasetError(
+            f"COCO-QA train has {len(answers)} distinct answers, more than the {NUM_ANSWERS} of the release"
+        )
     label = {answer: index for index, answer in enumerate(answers)}
     result = {}
     for split, pairs in rows.items():
         folder = IMAGE_FOLDERS[split]
         known = [(q, a, i) for q, a, i in pairs if a in label]
         if len(known) < len(pairs):
-            logger.warning("COCO-QA %s: %d pairs left out, their answer never occurs in train", split, len(pairs) - len(known))
+            logger.warning(
+                "COCO-QA %s: %d pairs left out, their answer never occurs in train", split, len(pairs) - len(known)
+            )
         result[split] = [Sample(label[a], texts=(q,), image=str(coco_image(data_dir, folder, i))) for q, a, i in known]
     return result

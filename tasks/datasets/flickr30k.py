@@ -18,10 +18,16 @@ FOLDER = "flickr30k"
 SPEC = karpathy.retrieval_spec("flickr30k", "Flickr30K: image <-> 5 captions retrieval, R@1/5/10 both ways")
 ARCHIVES = [
     karpathy.caption_archive(FOLDER),
-    Archive("https://huggingface.co/datasets/nlphuji/flickr30k/resolve/main/flickr30k-images.zip", "flickr30k-images.zip", FOLDER),
+    Archive(
+        "https://huggingface.co/datasets/nlphuji/flickr30k/resolve/main/flickr30k-images.zip",
+        "flickr30k-images.zip",
+        FOLDER,
+    ),
 ]
 
 
 def samples(data_dir: Path) -> dict[str, list[Sample]]:
     root = data_dir / FOLDER
-    return karpathy.samples(root / "dataset_flickr30k.json", lambda entry: root / "flickr30k-images" / entry["filename"], SPEC.name)
+    return karpathy.samples(
+        root / "dataset_flickr30k.json", lambda entry: root / "flickr30k-images" / entry["filename"], SPEC.name
+    )

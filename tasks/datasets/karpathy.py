@@ -45,19 +45,31 @@ def caption_archive(folder: str) -> Archive:
 def samples(split_file: Path, image_path: Callable[[dict], Path], dataset: str) -> dict[str, list[Sample]]:
     """Samples of the train and test splits; the label of a sample is its row (retrieval has no classes)."""
     if not split_file.is_file():
-        raise DatasetError(f"{dataset}: {split_file} is missing; run `python -m tasks.download {dataset} --data-dir <torch-data-dir>`")
+        raise DatasetError(
+            f"{dataset}: {split_file} is missing; run `python -m tasks.download {dataset} --data-dir <torch-data-dir>`"
+        )
     try:
         images = json.loads(split_file.read_text(encoding="utf-8"))["images"]
     except (ValueError, KeyError) as error:
-        raise DatasetError(f"{dataset}: {split_file} is not a Karpathy split file ({error}); download it again") from error
+        raise DatasetError(
+            f"{dataset}: {split_file} is not a Karpathy split file ({error}); download it again"
+        ) from error
     result = {}
     for ours, theirs in SPLITS.items():
         chosen = [entry for entry in images if entry["split"] == theirs]
         complete = [entry for entry in chosen if len(entry["sentences"]) >= CAPTIONS]
         if len(complete) < len(chosen):
-            logger.warning("%s %s: %d images with fewer than %d captions left out", dataset, ours, len(chosen) - len(complete), CAPTIONS)
+            logger.warning(
+                "%s %s: %d images with fewer than %d captions left out",
+                dataset,
+                ours,
+                len(chosen) - len(complete),
+                CAPTIONS,
+            )
         result[ours] = [
-            Sample(row, texts=tuple(s["raw"].strip() for s in entry["sentences"][:CAPTIONS]), image=str(image_path(entry)))
+            Sample(
+                row, texts=tuple(s["raw"].strip() for s in entry["sentences"][:CAPTIONS]), image=str(image_path(entry))
+            )
             for row, entry in enumerate(complete)
         ]
     return result

@@ -35,7 +35,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from tasks.datasets.ucf101 import frame_and_audio_sample, frame_and_audio_spec
-from tasks.preprocess import DatasetError, Sample
+from tasks.preprocess import DatasetError, Sample, user_path
 
 logger = logging.getLogger(__name__)
 FOLDER = "kinetics-sounds"
@@ -48,7 +48,8 @@ TEST_FRACTION = 0.2
 LISTED_MISSING = 5
 CLASSES = (
     "blowing nose", "bowling", "chopping wood", "dribbling basketball", "laughing", "mowing lawn",
-    "playing accordion", "playing bagpipes", "playing bass guitar", "playing clarinet", "playing drums", "playing guitar",
+    "playing accordion", "playing bagpipes", "playing bass guitar", "playing clarinet", "playing drums",
+    "playing guitar",
     "playing harmonica", "playing keyboard", "playing organ", "playing piano", "playing saxophone", "playing trombone",
     "playing trumpet", "playing violin", "playing xylophone", "ripping paper", "shoveling snow", "shuffling cards",
     "singing", "stomping grapes", "tap dancing", "tapping guitar", "tapping pen", "tickling",
@@ -89,7 +90,9 @@ def listed_videos(k400: Path) -> list[tuple[str, str, Path]]:
     for split in ANNOTATED_SPLITS:
         path = k400 / "annotations" / f"{split}.csv"
         if not path.is_file():
-            raise DatasetError(f"Kinetics-Sounds: {path} is missing; download Kinetics-400 with {K400_DOWNLOADER} into {k400}")
+            raise DatasetError(
+                f"Kinetics-Sounds: {path} is missing; download Kinetics-400 with {K400_DOWNLOADER} into {k400}"
+            )
         with open(path, newline="", encoding="utf-8") as rows:
             for row in csv.DictReader(rows):
                 if row["label"] in CLASSES:
@@ -147,16 +150,20 @@ def samples(data_dir: Path) -> dict[str, list[Sample]]:
         for split, chosen in zip(("train", "test"), _split_class(videos, name)):
             result[split] += [frame_and_audio_sample(video, label) for video in chosen]
     if len(empty) == len(CLASSES):
-        raise DatasetError(f"Kinetics-Sounds: {root} holds no class folder with videos; run `{arrange_command(data_dir)}`")
+        raise DatasetError(
+            f"Kinetics-Sounds: {root} holds no class folder with videos; run `{arrange_command(data_dir)}`"
+        )
     if empty:
-        logger.warning("Kinetics-Sounds: %d of %d classes have no videos: %s", len(empty), len(CLASSES), ", ".join(empty))
+        logger.warning(
+            "Kinetics-Sounds: %d of %d classes have no videos: %s", len(empty), len(CLASSES), ", ".join(empty)
+        )
     return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Copy the 30 Kinetics-Sounds classes out of a Kinetics-400 download.")
-    parser.add_argument("--data-dir", type=Path, required=True, help="the folder you pass as torch-data-dir")
-    parser.add_argument("--k400-dir", type=Path, help="the Kinetics-400 download (default: <data-dir>/k400)")
+    parser.add_argument("--data-dir", type=user_path, required=True, help="the folder you pass as torch-data-dir")
+    parser.add_argument("--k400-dir", type=user_path, help="the Kinetics-400 download (default: <data-dir>/k400)")
     args = parser.parse_args()
     data_dir = args.data_dir.expanduser().resolve()
     report = arrange((args.k400_dir or data_dir / K400).expanduser().resolve(), data_dir)

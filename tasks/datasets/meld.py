@@ -55,13 +55,16 @@ ARCHIVES = [
 
 # The CSVs hold Windows-1252 punctuation stored as C1 control characters ("I\x92m"); map them back
 # so the text encoder sees "I’m". The five codes cp1252 leaves undefined stay as they are.
-_CP1252_PUNCTUATION = {code: char for code in range(0x80, 0xA0) if (char := bytes([code]).decode("cp1252", errors="ignore"))}
+_CP1252_PUNCTUATION = {
+    code: char for code in range(0x80, 0xA0) if (char := bytes([code]).decode("cp1252", errors="ignore"))
+}
 
 
 def _how_to_get_it(data_dir: Path) -> str:
     release = data_dir / FOLDER / RELEASE
     return (
-        f"run `python -m tasks.download meld --data-dir {data_dir}`, which also extracts the clip archives in {release} "
+        f"run `python -m tasks.download meld --data-dir {data_dir}`, "
+        f"which also extracts the clip archives in {release} "
         f"(by hand: `tar -xzf train.tar.gz`, `dev.tar.gz`, `test.tar.gz` there)"
     )
 
@@ -106,5 +109,7 @@ def samples(data_dir: Path) -> dict[str, list[Sample]]:
         result[split] = []
         for official in officials:
             rows, folder = _read_rows(data_dir, official), _clip_folder(data_dir, official)
-            result[split] += [_sample(row, folder, f"{official}_sent_emo.csv row {number}") for number, row in enumerate(rows, 2)]
+            result[split] += [
+                _sample(row, folder, f"{official}_sent_emo.csv row {number}") for number, row in enumerate(rows, 2)
+            ]
     return result

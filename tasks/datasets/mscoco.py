@@ -22,5 +22,7 @@ ARCHIVES = [karpathy.caption_archive(FOLDER), *COCO_2014_IMAGES]
 
 def samples(data_dir: Path) -> dict[str, list[Sample]]:
     return karpathy.samples(
-        data_dir / FOLDER / "dataset_coco.json", lambda entry: data_dir / "coco" / entry["filepath"] / entry["filename"], SPEC.name
+        data_dir / FOLDER / "dataset_coco.json",
+        lambda entry: data_dir / "coco" / entry["filepath"] / entry["filename"],
+        SPEC.name,
     )

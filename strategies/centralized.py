@@ -1,0 +1,115 @@
+"""The centralized baseline behind Flower's strategy API: the ServerApp trains alone.
+
+Same model, trainable set, global batch, optimizer, schedule, evaluation and results format as
+MPSL, on the task's whole training split. The SuperNodes stay idle; `grid` is not used, so
+`start` also runs without Flower's runtime (`python -m mpsl_flower.centralized`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from logging import INFO
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.common import log
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Result, Strategy
+
+from mpsl_flower import wire
+from mpsl_flower.client_data import label_counts
+from mpsl_flower.config import RunConfig
+from mpsl_flower.local_training import train_local_epoch
+from mpsl_flower.model_inputs import load_inputs
+from mpsl_flower.models.weights import load_trainable, trainable_arrays
+from mpsl_flower.results import RunResults, run_info
+from mpsl_flower.split.build import new_full_model
+from mpsl_flower.split.epoch import EpochTally
+from mpsl_flower.split.optimizer import epoch_lr, new_optimizer
+from strategies.epoch_report import EpochReport
+from strategies.global_model import EvaluateFn
+
+
+class Centralized(Strategy):
+    """Trains the unsplit model on all training data; `start` returns Flower's `Result`.
+
+    Flower's round hooks have no meaning without clients and raise.
+    """
+
+    def __init__(self, config: RunConfig, device: torch.device, results: RunResults | None = None) -> None:
+        self.config = config
+        self.device = device
+        self.results = results
+
+    def start(
+        self,
+        grid: Grid | None,
+        initial_arrays: ArrayRecord,
+        num_rounds: int = 3,
+        timeout: float = 3600,
+        train_config: ConfigRecord | None = None,
+        evaluate_config: ConfigRecord | None = None,
+        evaluate_fn: EvaluateFn | None = None,
+    ) -> Result:
+        """Train `num_rounds` epochs from `initial_arrays`, evaluating after each with `evaluate_fn`.
+
+        `grid` and `timeout` are not used (nothing is sent); `train_config` and
+        `evaluate_config` must be empty: settings come from the run config.
+        """
+        if train_config or evaluate_config:
+            raise ValueError("the centralized baseline sends no per-round config: put settings in the run config")
+        log(INFO, "[centralized] trains in the ServerApp alone; the SuperNodes stay idle")
+        self.summary()
+        train = load_inputs(self.config).train
+        model = new_full_model(self.config).to(self.device)
+        load_trainable(model, wire.record_to_arrays(initial_arrays))
+        optimizer = new_optimizer(model, self.config.learning_rate)
+        if self.results:
+            counts = {0: label_counts(self.config, train.labels)}
+            info = run_info(self.config, model, {0: len(train)}, counts, self.config.batch_size, self.device)
+            self.results.write_run_info(info)
+        report = EpochReport("centralized", num_rounds, self.results)
+        for epoch in range(num_rounds):
+            tally = EpochTally()
+            lr = epoch_lr(self.config, epoch)
+            stats = train_local_epoch(model, optimizer, train, self.config.batch_size, lr, self.config.seed, 0, epoch)
+            tally.add_client_loss(stats.loss_sum, stats.correct, stats.num_examples)
+            tally.steps = stats.steps
+            arrays = wire.tensors_to_record(trainable_arrays(model))
+            report.close(tally.train_record(epoch, lr, clients_aggregated=1), arrays, evaluate_fn)
+            if self.results:
+                self.results.save_model(model, epoch + 1)
+        return report.result
+
+    def summary(self) -> None:
+        log(
+            INFO,
+            "\t└── %s, %s encoder, batch %d, start-lr %g, on %s",
+            self.config.dataset,
+            self.config.encoder_size,
+            self.config.batch_size,
+            self.config.learning_rate,
+            self.device,
+        )
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Not used: there are no clients to configure."""
+        raise NotImplementedError("the centralized baseline sends no messages; call start()")
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Not used: there are no replies to aggregate."""
+        raise NotImplementedError("the centralized baseline receives no replies; call start()")
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Not used: evaluation is central (`evaluate_fn`)."""
+        raise NotImplementedError("the centralized baseline evaluates through evaluate_fn")
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """Not used: evaluation is central (`evaluate_fn`)."""
+        raise NotImplementedError("the centralized baseline evaluates through evaluate_fn")

@@ -1,0 +1,45 @@
+"""What every strategy does when an epoch (MPSL, centralized) or a round (FedAvg, FedCLIP) ends.
+
+Evaluate the global model through Flower's `evaluate_fn(server_round, arrays)`, log one line,
+append the record to `metrics.jsonl`, and keep the metrics in a Flower `Result`: the training
+half under `train_metrics_clientapp`, the test metrics under `evaluate_metrics_serverapp`,
+both keyed by epoch (from 1).
+"""
+
+from __future__ import annotations
+
+from logging import INFO
+
+from flwr.app import ArrayRecord, MetricRecord
+from flwr.common import log
+from flwr.serverapp.strategy import Result
+
+from mpsl_flower.results import RunResults
+from mpsl_flower.split.epoch import format_epoch, with_evaluation
+from strategies.global_model import EvaluateFn
+
+
+class EpochReport:
+    """Closes each epoch of one run and collects its `Result`."""
+
+    def __init__(self, method: str, num_epochs: int, results: RunResults | None) -> None:
+        self.method = method
+        self.num_epochs = num_epochs
+        self.results = results
+        self.result = Result()
+        self.records: list[dict] = []
+
+    def close(self, train_record: dict, arrays: ArrayRecord, evaluate_fn: EvaluateFn | None) -> dict:
+        """Evaluate `arrays` (when an `evaluate_fn` is given), log, write and keep the epoch's record."""
+        epoch = train_record["epoch"]
+        record = with_evaluation(train_record, lambda: evaluate_fn(epoch, arrays) if evaluate_fn else None)
+        self.result.arrays = arrays
+        self.result.train_metrics_clientapp[epoch] = MetricRecord({key: record[key] for key in train_record})
+        test_metrics = {key: value for key, value in record.items() if key not in train_record}
+        if evaluate_fn:
+            self.result.evaluate_metrics_serverapp[epoch] = MetricRecord(test_metrics)
+        log(INFO, "[%s] %s", self.method, format_epoch(record, self.num_epochs))
+        if self.results:
+            self.results.log_epoch(record)
+        self.records.append(record)
+        return record

@@ -1,0 +1,35 @@
+"""Run any of our strategies as the ServerApp does, and read its Flower `Result` back as epoch records."""
+
+from __future__ import annotations
+
+import torch
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Result, Strategy
+
+from mpsl_flower.config import RunConfig
+from mpsl_flower.model_inputs import load_inputs
+from mpsl_flower.server_app import STRATEGIES
+from strategies.global_model import central_evaluation, initial_arrays
+
+CPU = torch.device("cpu")
+
+
+def run_strategy(config: RunConfig, grid: Grid | None) -> tuple[Strategy, Result]:
+    """`config.method`'s strategy, started with Flower's arguments; returns it and its `Result`."""
+    strategy = STRATEGIES[config.method](config, CPU)
+    result = strategy.start(
+        grid=grid,
+        initial_arrays=initial_arrays(config),
+        num_rounds=config.num_epochs,
+        timeout=config.step_timeout_s,
+        evaluate_fn=central_evaluation(config, load_inputs(config).test, CPU),
+    )
+    return strategy, result
+
+
+def epoch_records(result: Result) -> list[dict]:
+    """One dict per epoch: the training metrics and the central evaluation metrics of the `Result`."""
+    return [
+        {**result.train_metrics_clientapp[epoch], **result.evaluate_metrics_serverapp.get(epoch, {})}
+        for epoch in sorted(result.train_metrics_clientapp)
+    ]

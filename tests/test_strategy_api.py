@@ -1,0 +1,64 @@
+"""Every method is a Flower strategy: `start(grid, initial_arrays, num_rounds, ...)` returns a `Result`."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from flwr.app import ConfigRecord
+from inprocess_grid import InProcessGrid
+from strategy_runs import CPU, epoch_records
+
+from mpsl_flower import client_app, server_app, wire
+from mpsl_flower.config import parse_run_config
+from mpsl_flower.model_inputs import load_inputs
+from mpsl_flower.models.weights import load_trainable, trainable_arrays
+from mpsl_flower.results import read_metrics
+from mpsl_flower.split.build import new_full_model
+from mpsl_flower.split.evaluation import evaluate
+from strategies.global_model import initial_arrays
+from strategies.mpsl import MpslStrategy
+
+NUM_CLIENTS = 3
+
+
+@pytest.mark.parametrize("method", ["mpsl", "fedavg", "fedclip", "centralized"])
+def test_result_holds_each_epochs_metrics_and_the_final_global_model(fast_run_config, method):
+    run_config = {**fast_run_config, "method": method, "nr-of-epochs": 2, "batch-size": 300}
+    config = parse_run_config(run_config)
+    grid = InProcessGrid(client_app.app, NUM_CLIENTS, run_config)
+    result, results = server_app.train(config, grid)
+
+    assert sorted(result.train_metrics_clientapp) == sorted(result.evaluate_metrics_serverapp) == [1, 2]
+    assert epoch_records(result) == read_metrics(results.folder), "Result and metrics.jsonl differ"
+    # The final arrays are the trainable set of the unsplit model; loaded, they score what epoch 2 recorded.
+    model = new_full_model(config)
+    assert set(result.arrays) == set(trainable_arrays(model))
+    load_trainable(model, wire.record_to_arrays(result.arrays))
+    tested = evaluate(model.client, model.server, load_inputs(config).test, config.eval_batch_size)
+    assert tested["test_accuracy"] == pytest.approx(result.evaluate_metrics_serverapp[2]["test_accuracy"])
+    assert any(
+        not np.array_equal(v, initial_arrays(config)[k].numpy())
+        for k, v in wire.record_to_arrays(result.arrays).items()
+    )
+
+
+def test_mpsl_refuses_initial_client_weights_its_clients_would_not_have(fast_config):
+    arrays = wire.record_to_arrays(initial_arrays(fast_config))
+    name = next(k for k in arrays if k.startswith("client."))
+    arrays[name] = arrays[name] + 1.0
+    grid = InProcessGrid(client_app.app, NUM_CLIENTS, {})
+    with pytest.raises(ValueError, match="client half of initial_arrays differs"):
+        MpslStrategy(fast_config, CPU).start(grid, wire.tensors_to_record(arrays), num_rounds=1)
+    with pytest.raises(ValueError, match="no per-round config"):
+        MpslStrategy(fast_config, CPU).start(grid, initial_arrays(fast_config), train_config=ConfigRecord({"x": 1}))
+    assert not grid.replies_sent
+
+
+def test_mpsl_starts_its_server_from_the_given_server_half(fast_config):
+    arrays = wire.record_to_arrays(initial_arrays(fast_config))
+    arrays["server.head.weight"] = np.zeros_like(arrays["server.head.weight"])
+    strategy = MpslStrategy(dataclasses.replace(fast_config, num_epochs=1), CPU)
+    strategy._load_initial_arrays(wire.tensors_to_record(arrays))
+    assert not strategy.server.model.head.weight.detach().any()
