@@ -72,6 +72,7 @@ FORWARD_METRICS = (COMPUTE_S,)
 LOSS_GRAD_METRICS = (LOSS_SUM, CORRECT, NUM_EXAMPLES, COMPUTE_S)
 END_EPOCH_METRICS = (NUM_EXAMPLES, COMPUTE_S)
 FEDAVG_METRICS = (NUM_EXAMPLES, LOSS_SUM, CORRECT, LOCAL_STEPS, COMPUTE_S)
+INFO_METRICS = (PARTITION_ID, NUM_PARTITIONS, NUM_EXAMPLES)
 
 # ---- what a node keeps in its `context.state` (never sent) --------------------------------
 STATE_CLIENT = "mpsl.client"  # ArrayRecord: trainable weights + optimizer state

@@ -39,9 +39,14 @@ def discover_clients(grid: Grid, timeout_s: float) -> list[ClientInfo]:
                 log(WARNING, "node %d left out: %s", node, reason)
                 refused.add(node)
             for node, content in result.replies.items():
-                info = content[wire.INFO]
-                known[node] = ClientInfo(node, int(info["partition-id"]), int(info["num-examples"]))
-                expected = max(expected, int(info["num-partitions"]))
+                info = content.get(wire.INFO, {})
+                missing = [key for key in wire.INFO_METRICS if key not in info]
+                if missing:
+                    log(WARNING, "node %d left out: its partition info lacks %s", node, missing)
+                    refused.add(node)
+                    continue
+                known[node] = ClientInfo(node, int(info[wire.PARTITION_ID]), int(info[wire.NUM_EXAMPLES]))
+                expected = max(expected, int(info[wire.NUM_PARTITIONS]))
         if expected and len(known) >= expected:
             break
         if time.monotonic() > deadline:

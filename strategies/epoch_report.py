@@ -36,7 +36,7 @@ class EpochReport:
         self.result.arrays = arrays
         self.result.train_metrics_clientapp[epoch] = MetricRecord({key: record[key] for key in train_record})
         test_metrics = {key: value for key, value in record.items() if key not in train_record}
-        if evaluate_fn:
+        if set(test_metrics) - {"eval_s"}:  # `evaluate_fn` was given and returned metrics
             self.result.evaluate_metrics_serverapp[epoch] = MetricRecord(test_metrics)
         log(INFO, "[%s] %s", self.method, format_epoch(record, self.num_epochs))
         if self.results:

@@ -22,6 +22,8 @@ from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
+from mpsl_flower import wire
+
 _run_ids = itertools.count(1)
 
 
@@ -44,7 +46,7 @@ class InProcessGrid(Grid):
             node: Context(
                 run_id=run_id,
                 node_id=node,
-                node_config={"partition-id": i, "num-partitions": num_nodes},
+                node_config={wire.PARTITION_ID: i, wire.NUM_PARTITIONS: num_nodes},
                 state=RecordDict(),
                 run_config=dict(run_config),
             )

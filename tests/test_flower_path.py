@@ -9,7 +9,7 @@ import flwr
 import numpy as np
 import pytest
 import torch
-from flwr.app import ArrayRecord, Context, Message, RecordDict
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from inprocess_grid import InProcessGrid
 from strategy_runs import CPU, epoch_records, run_strategy
@@ -24,6 +24,7 @@ from mpsl_flower.models.weights import trainable_arrays
 from mpsl_flower.results import read_metrics
 from mpsl_flower.split.runner import InProcessRunner
 from mpsl_flower.split.schedule import num_batches
+from strategies.discovery import discover_clients
 
 NUM_CLIENTS = 4
 
@@ -183,3 +184,21 @@ def test_a_run_leaves_config_metrics_and_model_in_its_results_folder(fast_run_co
         assert all(key in r for r in records)
     assert records[0]["bytes_up"] > 0 and records[0]["bytes_down"] > 0
     assert saved["epoch"] == 2 and "head.weight" in saved["server"] and saved["client"]
+
+
+def test_a_node_whose_partition_info_is_malformed_is_left_out(fast_run_config, caplog):
+    real = client_module.app
+    app = ClientApp()
+
+    @app.query(wire.action(wire.PARTITION_INFO))
+    def partial_info(message: Message, context: Context) -> Message:
+        reply = real(message, context)
+        if context.node_config[wire.PARTITION_ID] == 2:
+            reply.content = RecordDict({wire.INFO: MetricRecord({wire.PARTITION_ID: 2})})
+        return reply
+
+    grid = InProcessGrid(app, 3, fast_run_config)
+    with caplog.at_level("WARNING", logger="flwr"):
+        clients = discover_clients(grid, timeout_s=1.0)
+    assert [c.partition_id for c in clients] == [0, 1]
+    assert f"lacks {[wire.NUM_PARTITIONS, wire.NUM_EXAMPLES]}" in caplog.text
