@@ -47,7 +47,8 @@ def write_b_t4sa(data_dir: Path, per_class: int = 2, without_text: int = 0, miss
     The last train tweet has a second image. The first `without_text` test tweets have no row in
     raw_tweets_text.csv; the first `missing` train images are not written and the next `corrupt`
     ones are junk bytes. Returns {"train": [...], "test": [...], "broken": [image paths]}: the
-    samples the loader should give, in order (train then val for "train"), each {"image", "label", "text"}.
+    samples the loader should give, in order, each {"image", "label", "text"}; the val list is written
+    but not used, as in the original.
     """
     folder = data_dir / "b-t4sa"
     folder.mkdir(parents=True, exist_ok=True)
@@ -70,10 +71,8 @@ def write_b_t4sa(data_dir: Path, per_class: int = 2, without_text: int = 0, miss
             _write_image(folder / image, label, tweet, damage)
             if damage:
                 written["broken"].append(folder / image)
-            if has_text:
-                written["test" if name == "test" else "train"].append(
-                    {"image": folder / image, "label": label, "text": text}
-                )
+            if has_text and name != "val":  # the original trains on the train list only
+                written[name].append({"image": folder / image, "label": label, "text": text})
     for name, listed in lines.items():
         (folder / f"b-t4sa_{name}.txt").write_text("".join(f"{line}\n" for line in listed), encoding="utf-8")
     texts += [(tweet + 1, "a T4SA tweet that B-T4SA leaves out"), (tweet + 2, "another one")]

@@ -9,11 +9,12 @@ file has the official names and columns.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import av
 import numpy as np
+
+from tasks.datasets import kinetics_sounds
 
 AUDIO_CODECS = {".avi": "mp3", ".mp4": "aac"}
 SAMPLE_RATE = 44_100
@@ -29,9 +30,6 @@ UCF101_CLASSES = [
     ("HandstandPushups", "HandStandPushups", True),
     ("Punch", "Punch", False),
 ]
-KINETICS_SOUNDS_CLASSES = ["chopping wood", "playing bagpipes", "tapping pen"]
-KINETICS_OTHER_CLASSES = ["abseiling", "air drumming"]  # Kinetics-400 classes outside Kinetics-Sounds
-K400_HEADER = ["label", "youtube_id", "time_start", "time_end", "split"]
 
 
 def write_video(path: Path, colour: tuple[int, int, int], tone_hz: float | None, seconds: float = 2.5) -> Path:
@@ -102,50 +100,36 @@ def write_ucf101(data_dir: Path, train_per_class: int = 3, test_per_class: int =
     return facts
 
 
-def _write_download(root: Path, split: str, name: str, index: int, broken: bool) -> None:
-    """A downloaded Kinetics video of class `index`; a broken one has its good copy among the replacements."""
-    path = write_video(root / split / name, COLOURS[index], tone(index))
-    if broken:
-        write_video(root / "replacement" / "replacement_for_corrupted_k400" / name, COLOURS[index], tone(index))
-        corrupt_video(path)
-
-
 def write_kinetics400(
-    data_dir: Path, per_split: dict[str, int] | None = None, missing: int = 1, replaced: int = 1
+    data_dir: Path, per_class: dict[str, int] | None = None, missing: int = 1, replaced: int = 1
 ) -> dict:
-    """k400/{train,val,test}/<youtube_id>_<start:06d>_<end:06d>.mp4 + k400/annotations/<split>.csv.
+    """k400/train/<youtube_id>_<start:06d>_<end:06d>.mp4, as the cvdfoundation downloader leaves it.
 
-    Per class, `per_split` videos are listed and written (default 3 train, 1 val, 1 test), and
-    `missing` more train videos are listed but never downloaded. For `replaced` train videos the
-    download is corrupt and a good copy lies in replacement/replacement_for_corrupted_k400/, as the
-    cvdfoundation downloader leaves them. Returns {"videos": {class: [file names]} for the
-    Kinetics-Sounds classes present, "missing": listed Kinetics-Sounds videos absent, "replaced": [names]}.
+    The videos are real entries of the paper's list, for the first three classes (label ids 0..2):
+    per class, `per_class` listed videos of each split (default 3 train, 1 test) are written, and
+    `missing` more listed train videos are not. The class of label 1 is downloaded arranged into
+    class folders (`k400/train/<class name>/`). For `replaced` videos the download is corrupt and a
+    good copy lies in replacement/replacement_for_corrupted_k400/. One video that is not listed is
+    written too. Returns {"videos": {listed path: split}, "labels": {listed path: label},
+    "replaced": [listed paths], "other": the unlisted file}.
     """
-    per_split = per_split or {"train": 3, "val": 1, "test": 1}
-    root = data_dir / "k400"
-    rows: dict[str, list[list]] = {split: [] for split in ("train", "val", "test")}
-    facts: dict = {"videos": {name: [] for name in KINETICS_SOUNDS_CLASSES}, "missing": 0, "replaced": []}
-    for index, label in enumerate(KINETICS_SOUNDS_CLASSES + KINETICS_OTHER_CLASSES):
-        plan = [(split, True) for split, count in per_split.items() for _ in range(count)] + [
-            ("train", False)
-        ] * missing
-        for number, (split, downloaded) in enumerate(plan):
-            youtube_id = f"{index:03d}yt{number:02d}-_ab"  # 11 characters, with the '-' and '_' real ids have
-            start = 10 * number
-            name = f"{youtube_id}_{start:06d}_{start + 10:06d}.mp4"
-            rows[split].append([label, youtube_id, start, start + 10, split])
-            sounds = label in facts["videos"]
-            if not downloaded:
-                facts["missing"] += sounds
-                continue
-            broken = sounds and split == "train" and len(facts["replaced"]) < replaced
-            _write_download(root, split, name, index, broken)
-            if sounds:
-                facts["videos"][label].append(name)
-            if broken:
-                facts["replaced"].append(name)
-    (root / "annotations").mkdir(parents=True, exist_ok=True)
-    for split, listed in rows.items():
-        with open(root / "annotations" / f"{split}.csv", "w", newline="") as out:
-            csv.writer(out).writerows([K400_HEADER, *listed])
+    per_class = per_class or {"train": 3, "test": 1}
+    root = data_dir / "k400" / "train"
+    facts: dict = {"videos": {}, "labels": {}, "replaced": []}
+    for label in range(3):
+        for split, count in per_class.items():
+            listed = [v for v in kinetics_sounds.LISTED if v.label == label and v.split == split]
+            skipped = missing if split == "train" else 0
+            for video in listed[: count + skipped][skipped:]:
+                folder = root / kinetics_sounds.CLASSES[label] if label == 1 else root
+                path = write_video(folder / video.name, COLOURS[label], tone(label))
+                if len(facts["replaced"]) < replaced:
+                    write_video(
+                        data_dir / "k400" / kinetics_sounds.REPLACEMENTS / video.name, COLOURS[label], tone(label)
+                    )
+                    corrupt_video(path)
+                    facts["replaced"].append(video.path)
+                facts["videos"][video.path] = split
+                facts["labels"][video.path] = label
+    facts["other"] = write_video(root / "zzzzzzzzzzz_000001_000011.mp4", COLOURS[5], tone(5))
     return facts

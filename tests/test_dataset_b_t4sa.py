@@ -27,13 +27,12 @@ def test_the_task_is_the_papers():
     assert not hasattr(b_t4sa, "ARCHIVES")  # the release needs the user's own access
 
 
-def test_train_is_train_plus_val_and_each_image_gets_its_tweets_text(release, caplog):
+def test_train_is_the_train_list_alone_and_each_image_gets_its_tweets_text(release, caplog):
     data_dir, written = release
     with caplog.at_level(logging.WARNING):
         splits = b_t4sa.samples(data_dir)
-    assert (
-        len(splits["train"]) == 3 * 2 + 1 + 3 and len(splits["test"]) == 3 * 2 - 1
-    )  # a second image; a tweet without text
+    # the val list is not used (as in the original); a second image; a tweet without text
+    assert len(splits["train"]) == 3 * 2 + 1 and len(splits["test"]) == 3 * 2 - 1
     for split in ("train", "test"):
         assert [(s.image, s.label, s.texts) for s in splits[split]] == [
             (str(row["image"]), row["label"], (row["text"],)) for row in written[split]
@@ -50,7 +49,7 @@ def test_a_split_decodes_to_224_pixel_images_in_label_colours(release, tmp_path)
     data_dir, written = release
     split = build_split(b_t4sa.SPEC, b_t4sa.samples(data_dir)["train"], tmp_path / "cache", "train")
     images = split.inputs["image"].take(range(len(split))).numpy()
-    assert images.shape == (10, 3, 224, 224) and images.dtype == np.uint8
+    assert images.shape == (7, 3, 224, 224) and images.dtype == np.uint8
     assert split.labels.tolist() == [row["label"] for row in written["train"]]
     assert split.texts == [(row["text"],) for row in written["train"]]
     assert [
@@ -61,15 +60,21 @@ def test_a_split_decodes_to_224_pixel_images_in_label_colours(release, tmp_path)
 def test_a_missing_or_corrupt_image_is_skipped_and_counted(tmp_path, caplog):
     written = write_b_t4sa(tmp_path, per_class=1, missing=1, corrupt=1)
     split = build_split(b_t4sa.SPEC, b_t4sa.samples(tmp_path)["train"], tmp_path / "cache", "train")
-    assert len(split) == 5 and split.inputs["image"].shape == (5, 3, 224, 224)
+    assert len(split) == 2 and split.inputs["image"].shape == (2, 3, 224, 224)
     assert split.labels.tolist() == [row["label"] for row in written["train"] if row["image"] not in written["broken"]]
     (folder,) = (tmp_path / "cache" / "b-t4sa").iterdir()
-    assert json.loads((folder / DONE_FILE).read_text()) == {"kept": 5, "skipped": 2}
+    assert json.loads((folder / DONE_FILE).read_text()) == {"kept": 2, "skipped": 2}
     listed = (folder / SKIPPED_FILE).read_text()
-    assert all(str(path) in listed for path in written["broken"]) and "skipped 2 of 7 samples" in caplog.text
+    assert all(str(path) in listed for path in written["broken"]) and "skipped 2 of 4 samples" in caplog.text
 
 
-@pytest.mark.parametrize("name", ["b-t4sa_val.txt", "raw_tweets_text.csv"])
+def test_a_missing_val_list_is_not_an_error(tmp_path):
+    written = write_b_t4sa(tmp_path, per_class=1)
+    (tmp_path / "b-t4sa" / "b-t4sa_val.txt").unlink()
+    assert [s.image for s in b_t4sa.samples(tmp_path)["train"]] == [str(row["image"]) for row in written["train"]]
+
+
+@pytest.mark.parametrize("name", ["b-t4sa_train.txt", "b-t4sa_test.txt", "raw_tweets_text.csv"])
 def test_a_missing_release_file_names_itself_and_where_to_ask(tmp_path, name):
     write_b_t4sa(tmp_path, per_class=1)
     (tmp_path / "b-t4sa" / name).unlink()

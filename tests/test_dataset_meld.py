@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 
@@ -91,3 +92,19 @@ def test_an_unextracted_clip_archive_says_which_to_extract(tmp_path):
         DatasetError, match=r"output_repeated_splits_test is missing; extract \S*meld/MELD.Raw/test.tar.gz"
     ):
         meld.samples(tmp_path)
+
+
+def test_the_clip_the_original_leaves_out_is_left_out(tmp_path):
+    write_meld(tmp_path, per_class=1)
+    release = tmp_path / "meld" / "MELD.Raw"
+    for official in ("train", "dev"):  # dia125_utt3 of train is the one; dev's dia125_utt3 stays
+        path = release / f"{official}_sent_emo.csv"
+        with open(path, encoding="utf-8", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        rows.append({**rows[0], "Dialogue_ID": "125", "Utterance_ID": "3", "Utterance": f"the {official} one"})
+        with open(path, "w", encoding="utf-8", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    texts = [s.texts[0] for s in meld.samples(tmp_path)["train"]]
+    assert "the dev one" in texts and "the train one" not in texts and len(texts) == 7 + 7 + 1

@@ -1,8 +1,8 @@
 """One short MPSL run per task family on datasets written in their official layouts.
 
-Image+text early fusion (COCO-QA), frame+audio late fusion (UCF101), audio+text early fusion
-(MELD) and retrieval (Flickr30K, MS-COCO); the decoding of each dataset's files is tested
-with its loader.
+Image+text early fusion (COCO-QA, B-T4SA), frame+audio late fusion (UCF101, Kinetics-Sounds),
+audio+text early fusion (MELD) and retrieval (Flickr30K, MS-COCO): all seven layouts. The
+decoding of each dataset's files is tested with its loader.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import math
 
 import pytest
 import torch
+from fixtures_b_t4sa import write_b_t4sa
 from fixtures_images import write_coco_qa, write_karpathy
 from fixtures_meld import write_meld
-from fixtures_video import write_ucf101
+from fixtures_video import write_kinetics400, write_ucf101
 from flwr.app import Context, RecordDict
 from inprocess_grid import InProcessGrid
 
@@ -119,3 +120,18 @@ def test_baselines_train_on_retrieval_with_the_same_loss(tmp_path, method):
     (folder,) = (tmp_path / "results").iterdir()
     (record,) = read_metrics(folder)
     assert math.isfinite(record["train_loss"]) and "test_r5_image_to_text" in record
+
+
+def test_image_text_early_fusion_trains_on_b_t4sa(tmp_path):
+    write_b_t4sa(tmp_path / "data")
+    record, runner = _one_epoch(_run_config(tmp_path, "b-t4sa"))
+    assert math.isfinite(record["train_loss"]) and 0 <= record["test_accuracy"] <= 1
+    assert runner.server.model.output_shape == (3,)
+
+
+def test_frame_audio_late_fusion_trains_on_kinetics_sounds_copied_from_k400_on_first_run(tmp_path):
+    write_kinetics400(tmp_path / "data")
+    record, runner = _one_epoch(_run_config(tmp_path, "kinetics-sounds"))
+    assert math.isfinite(record["train_loss"]) and 0 <= record["test_accuracy"] <= 1
+    assert runner.server.model.output_shape == (30,)
+    assert (tmp_path / "data" / "kinetics-sounds").is_dir()

@@ -3,13 +3,14 @@
 The release is not public: request access at http://www.t4sa.it/, unpack b-t4sa_imgs.tar (the
 lists and the images) and put raw_tweets_text.csv beside them, so that `torch-data-dir` holds:
 
-    b-t4sa/b-t4sa_{train,val,test}.txt    one line per image: `data/78476/784760943188189184-1.jpg 0`
+    b-t4sa/b-t4sa_{train,test}.txt        one line per image: `data/78476/784760943188189184-1.jpg 0`
     b-t4sa/data/...                         the images, paths relative to b-t4sa/
     b-t4sa/raw_tweets_text.csv              columns id,text: the text of every collected tweet
 
-Labels are 0 negative, 1 neutral, 2 positive. Train is the train + val lists, test the test
-list. A tweet may have several images (`-1`, `-2`, ...); each is a sample with the tweet's text.
-An image whose tweet has no text is left out, counted; an unreadable image is skipped and
+Labels are 0 negative, 1 neutral, 2 positive. Train is the train list, test the test list, as
+in the original code (the release's b-t4sa_val.txt is not used, and need not be there). A
+tweet may have several images (`-1`, `-2`, ...); each is a sample with the tweet's text. An
+image whose tweet has no text is left out, counted; an unreadable image is skipped and
 counted by `tasks.preprocess.build_split`.
 """
 
@@ -25,7 +26,7 @@ from tasks.spec import ImageInput, early_fusion_task
 logger = logging.getLogger(__name__)
 FOLDER = "b-t4sa"
 CLASS_NAMES = ("negative", "neutral", "positive")
-SPLITS = {"train": ("train", "val"), "test": ("test",)}
+SPLITS = {"train": ("train",), "test": ("test",)}  # the original reads these two lists; val is not used
 TEXTS_FILE = "raw_tweets_text.csv"
 
 SPEC = early_fusion_task(

@@ -1,33 +1,33 @@
-"""Kinetics-Sounds (Arandjelović & Zisserman, 2017): the 30 Kinetics-400 classes that can be heard.
+"""Kinetics-Sounds (Arandjelović & Zisserman, 2017): 30 Kinetics-400 classes that can be heard.
+
+The split is the paper's, exactly as the original code defines it (the AV-CIL split): 15,376
+train and 3,844 test videos of 30 classes, all from Kinetics-400's train part, listed with their
+label ids in `assets/kinetics_sounds.json` (see `assets/README.md` for its source and licence).
 
 Kinetics-400 has no automatic download here: it is ~450 GB of YouTube clips that you fetch with
 https://github.com/cvdfoundation/kinetics-dataset into `<torch-data-dir>/k400/`:
 
-    k400/{train,val,test}/<youtube_id>_<start:06d>_<end:06d>.mp4
-    k400/replacement/replacement_for_corrupted_k400/<...>.mp4   good copies of ~1,400 broken train videos
-    k400/annotations/{train,val,test}.csv                        label,youtube_id,time_start,time_end,split
+    k400/train/<youtube_id>_<start:06d>_<end:06d>.mp4      (or k400/train/<class name>/<...>.mp4)
+    k400/replacement/replacement_for_corrupted_k400/<...>.mp4   good copies of ~1,400 broken videos
 
-Then arrange the 30 classes once (copies, never moves: k400/ stays whole for other uses):
+The listed videos are then copied (never moved: k400/ stays whole for other uses) into the
+layout this loader reads, once; a run does it by itself when it finds k400/ and no copy yet, as
+the original does, or do it beforehand (it reports every listed video the download lacks):
 
-    python -m tasks.datasets.kinetics_sounds --data-dir <torch-data-dir>
-
-which gives the layout this loader reads:
+    python -m tasks.datasets.kinetics_sounds --data-dir <torch-data-dir> [--k400-dir <k400>]
 
     kinetics-sounds/<class, spaces as _>/<youtube_id>_<start:06d>_<end:06d>.mp4
 
-Kinetics-Sounds has no official split; as in the paper (15,376 train / 3,844 test) the videos of
-each class are split 80/20 at random, with a fixed seed (`SEED`) so every run and every client
-sees the same split. The seed mixes in the class name, so one class's split does not depend on
-how many videos another class has.
+A listed video that is not there is left out with a warning that counts them: the split then
+differs from the paper's.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import json
 import logging
 import os
-import random
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,29 +42,37 @@ FOLDER = "kinetics-sounds"
 K400 = "k400"
 K400_DOWNLOADER = "https://github.com/cvdfoundation/kinetics-dataset"
 REPLACEMENTS = Path("replacement") / "replacement_for_corrupted_k400"
-ANNOTATED_SPLITS = ("train", "val", "test")
-SEED = 2024
-TEST_FRACTION = 0.2
+LIST_FILE = Path(__file__).parent / "assets" / "kinetics_sounds.json"
 LISTED_MISSING = 5
-CLASSES = (
-    "blowing nose", "bowling", "chopping wood", "dribbling basketball", "laughing", "mowing lawn",
-    "playing accordion", "playing bagpipes", "playing bass guitar", "playing clarinet", "playing drums",
-    "playing guitar",
-    "playing harmonica", "playing keyboard", "playing organ", "playing piano", "playing saxophone", "playing trombone",
-    "playing trumpet", "playing violin", "playing xylophone", "ripping paper", "shoveling snow", "shuffling cards",
-    "singing", "stomping grapes", "tap dancing", "tapping guitar", "tapping pen", "tickling",
-)  # fmt: skip
+YOUTUBE_ID_LENGTH = 11
+
+
+@dataclass(frozen=True)
+class ListedVideo:
+    """One video of the paper's split: `<class folder>/<file name>`, its label id and split."""
+
+    path: str
+    label: int
+    split: str
+
+    @property
+    def name(self) -> str:
+        return self.path.split("/", 1)[1]
+
+
+def _read_list() -> tuple[tuple[str, ...], tuple[ListedVideo, ...]]:
+    listed = json.loads(LIST_FILE.read_text(encoding="utf-8"))
+    return tuple(listed["classes"]), tuple(ListedVideo(*entry) for entry in listed["samples"])
+
+
+CLASS_FOLDERS, LISTED = _read_list()
+CLASSES = tuple(folder.replace("_", " ") for folder in CLASS_FOLDERS)  # Kinetics labels, by label id
 
 SPEC = frame_and_audio_spec(
     "kinetics-sounds",
     "Kinetics-Sounds (30 Kinetics-400 classes): video frame + audio, classification (late fusion)",
     len(CLASSES),
 )
-
-
-def class_folder(name: str) -> str:
-    """A class's folder under kinetics-sounds/: its Kinetics label with spaces as underscores."""
-    return name.replace(" ", "_")
 
 
 def arrange_command(data_dir: Path) -> str:
@@ -80,26 +88,12 @@ class Arranged:
     missing: list[str] = field(default_factory=list)
 
 
-def listed_videos(k400: Path) -> list[tuple[str, str, Path]]:
-    """(class, file name, file to copy) for every annotated Kinetics-Sounds video.
-
-    A video in the replacement folder wins over the download of the same YouTube id, which is broken.
-    """
-    replacements = {path.name[:11]: path for path in (k400 / REPLACEMENTS).glob("*.mp4")}  # keyed by YouTube id
-    listed = []
-    for split in ANNOTATED_SPLITS:
-        path = k400 / "annotations" / f"{split}.csv"
-        if not path.is_file():
-            raise DatasetError(
-                f"Kinetics-Sounds: {path} is missing; download Kinetics-400 with {K400_DOWNLOADER} into {k400}"
-            )
-        with open(path, newline="", encoding="utf-8") as rows:
-            for row in csv.DictReader(rows):
-                if row["label"] in CLASSES:
-                    start, end = (int(float(row[column])) for column in ("time_start", "time_end"))
-                    name = f"{row['youtube_id']}_{start:06d}_{end:06d}.mp4"
-                    listed.append((row["label"], name, replacements.get(row["youtube_id"], k400 / split / name)))
-    return listed
+def _source(k400: Path, video: ListedVideo, replacements: dict[str, Path]) -> Path | None:
+    """The downloaded file of a listed video; a replacement wins over the broken download of the same id."""
+    if video.name[:YOUTUBE_ID_LENGTH] in replacements:
+        return replacements[video.name[:YOUTUBE_ID_LENGTH]]
+    candidates = (video.name, f"{CLASSES[video.label]}/{video.name}", video.path)  # flat, or arranged by class
+    return next((k400 / "train" / c for c in candidates if (k400 / "train" / c).is_file()), None)
 
 
 def _copy(source: Path, target: Path) -> bool:
@@ -114,54 +108,59 @@ def _copy(source: Path, target: Path) -> bool:
 
 
 def arrange(k400: Path, data_dir: Path) -> Arranged:
-    """Copy the annotated videos of the 30 classes from `k400` into `<data_dir>/kinetics-sounds/<class>/`."""
+    """Copy every listed video from the Kinetics-400 download `k400` into `<data_dir>/kinetics-sounds/`."""
+    if not (k400 / "train").is_dir():
+        raise DatasetError(
+            f"Kinetics-Sounds: {k400 / 'train'} is missing; download Kinetics-400 with {K400_DOWNLOADER} into {k400}"
+        )
+    replacements = {path.name[:YOUTUBE_ID_LENGTH]: path for path in (k400 / REPLACEMENTS).glob("*.mp4")}
     report = Arranged()
-    for label, name, source in tqdm(listed_videos(k400), desc="arranging kinetics-sounds", unit="video", mininterval=2):
-        if not source.is_file():
-            report.missing.append(str(source))
-        elif _copy(source, data_dir / FOLDER / class_folder(label) / name):
+    for video in tqdm(LISTED, desc="arranging kinetics-sounds", unit="video", mininterval=2):
+        source = _source(k400, video, replacements)
+        if source is None:
+            report.missing.append(str(k400 / "train" / video.name))
+        elif _copy(source, data_dir / FOLDER / video.path):
             report.copied += 1
         else:
             report.present += 1
     return report
 
 
-def _split_class(videos: list[Path], name: str) -> tuple[list[Path], list[Path]]:
-    """(train, test) of one class: a seeded shuffle of its sorted videos, the first 20 % for test."""
-    shuffled = sorted(videos)
-    random.Random(f"{SEED}:{name}").shuffle(shuffled)
-    test_count = round(len(shuffled) * TEST_FRACTION)
-    return shuffled[test_count:], shuffled[:test_count]
-
-
 def samples(data_dir: Path) -> dict[str, list[Sample]]:
     root = data_dir / FOLDER
-    if not root.is_dir():
+    present = [video for video in LISTED if (root / video.path).is_file()]
+    if not present and (data_dir / K400 / "train").is_dir():
+        logger.info("Kinetics-Sounds: copying the listed videos out of %s, once", data_dir / K400)
+        _log_missing(arrange(data_dir / K400, data_dir))
+        present = [video for video in LISTED if (root / video.path).is_file()]
+    if not present:
         raise DatasetError(
-            f"Kinetics-Sounds: {root} is missing; download Kinetics-400 with {K400_DOWNLOADER} into {data_dir / K400}, "
-            f"then run `{arrange_command(data_dir)}`"
+            f"Kinetics-Sounds: no listed video is in {root}; download Kinetics-400 with {K400_DOWNLOADER} into "
+            f"{data_dir / K400} (a run then copies the videos by itself), or run `{arrange_command(data_dir)}`"
+        )
+    if len(present) < len(LISTED):
+        logger.warning(
+            "Kinetics-Sounds: %d of the paper's %d videos are not in %s, so the split differs from the paper's; "
+            "`%s` lists them",
+            len(LISTED) - len(present),
+            len(LISTED),
+            root,
+            arrange_command(data_dir),
         )
     result: dict[str, list[Sample]] = {"train": [], "test": []}
-    empty = []
-    for label, name in enumerate(CLASSES):
-        videos = list((root / class_folder(name)).glob("*.mp4"))
-        if not videos:
-            empty.append(name)
-        for split, chosen in zip(("train", "test"), _split_class(videos, name)):
-            result[split] += [frame_and_audio_sample(video, label) for video in chosen]
-    if len(empty) == len(CLASSES):
-        raise DatasetError(
-            f"Kinetics-Sounds: {root} holds no class folder with videos; run `{arrange_command(data_dir)}`"
-        )
-    if empty:
-        logger.warning(
-            "Kinetics-Sounds: %d of %d classes have no videos: %s", len(empty), len(CLASSES), ", ".join(empty)
-        )
+    for video in present:
+        result[video.split].append(frame_and_audio_sample(root / video.path, video.label))
     return result
 
 
+def _log_missing(report: Arranged) -> None:
+    if report.missing:
+        shown = ", ".join(report.missing[:LISTED_MISSING])
+        logger.warning("Kinetics-Sounds: %d listed videos are not in the download, e.g. %s", len(report.missing), shown)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Copy the 30 Kinetics-Sounds classes out of a Kinetics-400 download.")
+    parser = argparse.ArgumentParser(description="Copy the paper's Kinetics-Sounds videos out of Kinetics-400.")
     parser.add_argument("--data-dir", type=user_path, required=True, help="the folder you pass as torch-data-dir")
     parser.add_argument("--k400-dir", type=user_path, help="the Kinetics-400 download (default: <data-dir>/k400)")
     args = parser.parse_args()

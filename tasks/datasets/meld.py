@@ -11,9 +11,10 @@ hand: `tar -xzf train.tar.gz` in MELD.Raw, and so on):
 
 Train is the official train + dev, test the official test. A sample is the first 2.56 s of the
 clip's audio track (padded to 7.68 s: 768 fbank frames, 912 patches) and the utterance text.
-A row whose clip is missing or unreadable stays in the list and is skipped and counted by
-`tasks.preprocess.build_split`, like any unreadable file (train + dev list 11,098 rows; the
-paper trains on 11,096).
+The one clip the original leaves out as corrupt (`EXCLUDED`) is left out here too. A row whose
+clip is missing or unreadable stays in the list and is skipped and counted by
+`tasks.preprocess.build_split`, like any unreadable file (train + dev list 11,098 rows; less the
+excluded clip and the one the release lacks, the paper's 11,096).
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ OFFICIAL_SPLITS = {
     "test": ("output_repeated_splits_test", "test.tar.gz"),
 }
 SPLITS = {"train": ("train", "dev"), "test": ("test",)}
+# The clips the original code leaves out as corrupt, as (official split, Dialogue_ID, Utterance_ID):
+# its assets/meld/corrupted_samples.txt (MIT, "Copyright (c) 2025 Nousphera") lists train_dia125_utt3.
+EXCLUDED = frozenset({("train", 125, 3)})
 
 SPEC = early_fusion_task(
     "meld",
@@ -91,15 +95,19 @@ def _clip_folder(data_dir: Path, official: str) -> Path:
     return folder
 
 
-def _sample(row: dict[str, str], folder: Path, where: str) -> Sample:
+def _sample(row: dict[str, str], official: str, folder: Path, where: str) -> Sample | None:
+    """The row's sample; None for a clip the original leaves out (`EXCLUDED`)."""
     try:
         label = CLASS_NAMES.index(row["Emotion"].strip().lower())
-        clip = folder / f"dia{int(row['Dialogue_ID'])}_utt{int(row['Utterance_ID'])}.mp4"
+        dialogue, utterance = int(row["Dialogue_ID"]), int(row["Utterance_ID"])
         text = row["Utterance"].translate(_CP1252_PUNCTUATION).strip()
     except (KeyError, ValueError, TypeError, AttributeError) as error:
         raise DatasetError(
             f"MELD {where}: no valid Emotion, Dialogue_ID, Utterance_ID or Utterance ({error}); damaged file"
         ) from error
+    if (official, dialogue, utterance) in EXCLUDED:
+        return None
+    clip = folder / f"dia{dialogue}_utt{utterance}.mp4"
     return Sample(label, texts=(text,), audio=(str(clip), 0.0, CLIP_SECONDS))
 
 
@@ -109,7 +117,8 @@ def samples(data_dir: Path) -> dict[str, list[Sample]]:
         result[split] = []
         for official in officials:
             rows, folder = _read_rows(data_dir, official), _clip_folder(data_dir, official)
-            result[split] += [
-                _sample(row, folder, f"{official}_sent_emo.csv row {number}") for number, row in enumerate(rows, 2)
-            ]
+            for number, row in enumerate(rows, 2):
+                sample = _sample(row, official, folder, f"{official}_sent_emo.csv row {number}")
+                if sample is not None:
+                    result[split].append(sample)
     return result
