@@ -27,12 +27,11 @@ from mpsl_flower.models.weights import (
     optimizer_arrays,
     trainable_arrays,
 )
-from mpsl_flower.split.build import new_client_side, new_full_model
+from mpsl_flower.split.build import new_client_side, new_full_model, task_objective
 from mpsl_flower.split.client_side import ClientSide, loss_gradient
 from mpsl_flower.split.optimizer import epoch_lr, new_optimizer
 from mpsl_flower.split.schedule import batch_rows
 from tasks.data import SplitData
-from tasks.registry import TASKS
 
 show_project_logs()
 app = ClientApp()
@@ -183,9 +182,7 @@ def loss_grad(msg: Message, context: Context) -> Message:
     logits = wire.record_to_tensors(msg.content[wire.LOGITS])[wire.LOGITS]
     if logits.shape[0] != len(labels):
         raise ValueError(f"got logits for {logits.shape[0]} samples, the pending batch has {len(labels)}")
-    grad, loss_sum, correct = loss_gradient(
-        TASKS[config.dataset].objective, logits, labels, int(step[wire.TOTAL_BATCH])
-    )
+    grad, loss_sum, correct = loss_gradient(task_objective(config), logits, labels, int(step[wire.TOTAL_BATCH]))
     metrics = {wire.LOSS_SUM: loss_sum, wire.CORRECT: correct, wire.NUM_EXAMPLES: len(labels)}
     return _reply(msg, wire.LOGIT_GRAD, {wire.LOGIT_GRAD: grad}, started, metrics)
 

@@ -20,8 +20,10 @@ from tasks.registry import TASKS
 METHODS = ("mpsl", "fedavg", "fedclip", "centralized")
 SPLIT_TYPES = ("iid", "noniid")
 DEVICES = ("auto", "cpu", "cuda")
-TEXT_ENCODERS = ("auto", "clip", "minilm", "bag-of-words")
+TEXT_ENCODERS = ("auto", "clip", "openclip", "minilm", "bag-of-words")
+RETRIEVAL_SCORINGS = ("dot", "cosine")
 MINILM_WIDTH = 384
+CLIP_TEXT_WIDTH = 512  # OpenAI CLIP ViT-B/16's text feature
 DEFAULT_OUTPUT_DIR = "~/mpsl-flower-results"
 DEFAULT_CACHE_DIR = "~/.cache/mpsl-flower"
 
@@ -66,6 +68,7 @@ class RunConfig:
     fraction_train: float = field(default=1.0, metadata=_key("fraction-train", positive=True))
     step_timeout_s: float = field(default=120.0, metadata=_key("step-timeout-s", positive=True))
     eval_batch_size: int = field(default=250, metadata=_key("eval-batch-size", minimum=1))
+    retrieval_scoring: str = field(default="dot", metadata=_key("retrieval-scoring", choices=RETRIEVAL_SCORINGS))
 
     def to_flower(self) -> dict[str, bool | float | int | str]:
         """The config as `[tool.flwr.app.config]` keys, e.g. for results files and overrides."""
@@ -164,9 +167,14 @@ def parse_run_config(run_config: Mapping[str, object]) -> RunConfig:
 def _check_text_encoder(config: RunConfig) -> None:
     """An explicit text encoder must fit the encoder width; `auto` always picks one that does."""
     width = ENCODER_SIZES[config.encoder_size].dim
-    if config.text_encoder == "clip" and config.encoder_size not in OPEN_CLIP_FILES:
+    if config.text_encoder == "clip" and width < CLIP_TEXT_WIDTH:
         raise ConfigError(
-            f"text-encoder='clip' needs an OpenCLIP checkpoint, which exists for encoder-size "
+            f"text-encoder='clip' gives {CLIP_TEXT_WIDTH}-d features, wider than encoder-size="
+            f"{config.encoder_size!r} ({width}); set text-encoder='minilm', 'bag-of-words' or 'auto'"
+        )
+    if config.text_encoder == "openclip" and config.encoder_size not in OPEN_CLIP_FILES:
+        raise ConfigError(
+            f"text-encoder='openclip' needs an OpenCLIP checkpoint, which exists for encoder-size "
             f"{', '.join(OPEN_CLIP_FILES)} only; set text-encoder='auto'"
         )
     if config.text_encoder == "minilm" and width < MINILM_WIDTH:

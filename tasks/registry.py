@@ -2,19 +2,24 @@
 
 Embedded tasks are generated from the seed. Real datasets are read from their official
 layout under `torch-data-dir` (each module in `tasks/datasets/` says which) and decoded once
-into the preprocessing cache.
+into the preprocessing cache. As in the original, a dataset that can be downloaded is
+downloaded when a run first needs it; offline, the error says what to fetch by hand.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 
 from tasks import embedded
 from tasks.data import TaskData
 from tasks.datasets import REAL_DATASETS
+from tasks.download import download
 from tasks.preprocess import DatasetError, build_split
 from tasks.spec import TaskSpec
+
+logger = logging.getLogger(__name__)
 
 EMBEDDED: dict[str, TaskSpec] = {spec.name: spec for spec in (embedded.SHAPES_QA, embedded.SHAPES_AV)}
 TASKS: dict[str, TaskSpec] = {**EMBEDDED, **{name: module.SPEC for name, module in REAL_DATASETS.items()}}
@@ -35,5 +40,18 @@ def load_task_data(name: str, seed: int, data_dir: Path | None = None, cache_dir
         raise DatasetError(
             f"dataset={name!r} is decoded into pre-processors-cache-dir: set it to a folder with free space"
         )
-    splits = module.samples(Path(data_dir))
+    splits = _samples_downloading_once(module, Path(data_dir))
     return TaskData(*(build_split(module.SPEC, splits[split], cache_dir, split) for split in ("train", "test")))
+
+
+def _samples_downloading_once(module, data_dir: Path) -> dict:
+    """The dataset's samples; when its files are not there yet, its official archives are fetched first."""
+    try:
+        return module.samples(data_dir)
+    except DatasetError as missing:
+        archives = getattr(module, "ARCHIVES", ())
+        if not archives or all((data_dir / "downloads" / archive.file_name).is_file() for archive in archives):
+            raise  # not downloadable, or downloaded already: the files themselves are wrong
+        logger.warning("%s; downloading the official archives into %s once, as the original does", missing, data_dir)
+        download(archives, data_dir)
+        return module.samples(data_dir)

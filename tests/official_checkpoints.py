@@ -2,12 +2,13 @@
 
 The layouts come from the libraries that define them (timm's ViT blocks for the
 Meta-Transformer file, OpenCLIP's `CLIP` for OpenCLIP checkpoints, timm blocks under
-`module.v.` for AST), never from our own model code, so a loader that drifts from the
-official names fails here.
+`module.v.` for AST, transformers' CLIP classes for OpenAI CLIP), never from our own model
+code, so a loader that drifts from the official names fails here.
 """
 
 from __future__ import annotations
 
+import json
 from functools import partial
 from pathlib import Path
 
@@ -95,3 +96,62 @@ def write_ast(path: Path, dim: int = 768, depth: int = 1, frequency_bins: int = 
     )
     torch.save(state, path)
     return state
+
+
+def write_openai_clip_text(folder: Path, hidden: int = 32, projection: int = 512) -> Path:
+    """`openai/clip-vit-base-patch16` as `hf download` leaves it: config, tokenizer files, model file.
+
+    The model is a small random `CLIPTextModelWithProjection` (transformers' own class, so its
+    key layout is the official one), projecting to CLIP ViT-B/16's 512 dimensions. The tokenizer
+    files hold CLIP's real BPE vocabulary and merges, taken from the copy `open_clip_torch` ships.
+    Returns the model file.
+    """
+    from open_clip.tokenizer import SimpleTokenizer
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    bpe = SimpleTokenizer()
+    special = {"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}  # OpenAI's names for them
+    vocabulary = {special.get(token, token): index for token, index in bpe.encoder.items()}
+    (folder / "vocab.json").write_text(json.dumps(vocabulary), encoding="utf-8")
+    merges = sorted(bpe.bpe_ranks, key=bpe.bpe_ranks.get)
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
+    CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt")).save_pretrained(folder)
+    config = CLIPTextConfig(
+        vocab_size=len(bpe.encoder),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=77,
+        projection_dim=projection,
+        bos_token_id=bpe.sot_token_id,
+        eos_token_id=bpe.eot_token_id,
+    )
+    torch.manual_seed(7)
+    _perturbed(CLIPTextModelWithProjection(config)).save_pretrained(folder)
+    return folder / "model.safetensors"
+
+
+def write_hf_vit(folder: Path, dim: int, depth: int, heads: int, classes: int = 10):
+    """`WinKawaks/vit-*-patch16-224` as `hf download` leaves it: a transformers `ViTForImageClassification`.
+
+    LayerNorm eps is set to the encoder's (1e-5) so that outputs compare exactly. Returns the
+    model and its file.
+    """
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(dim + depth)
+    config = ViTConfig(
+        hidden_size=dim,
+        num_hidden_layers=depth,
+        num_attention_heads=heads,
+        intermediate_size=4 * dim,
+        image_size=224,
+        patch_size=16,
+        num_labels=classes,
+        layer_norm_eps=1e-5,
+    )
+    model = _perturbed(ViTForImageClassification(config))
+    model.save_pretrained(folder)
+    return model, folder / "model.safetensors"

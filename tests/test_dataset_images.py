@@ -19,11 +19,11 @@ def test_coco_qa_reads_the_release_files_and_coco_images(tmp_path):
     facts = write_coco_qa(tmp_path)
     splits = coco_qa.samples(tmp_path)
     assert len(splits["train"]) == facts["train"]
-    assert len(splits["test"]) == facts["test"] - 1  # the pair whose answer train never saw is left out
+    assert len(splits["test"]) == facts["test"]  # every pair: the classes include the test answers
+    classes = coco_qa.answer_classes(facts["answers"] * 6 + ["white"])
+    assert [s.label for s in splits["test"]][-1] == classes.index("white") == 4  # the rarest answer, last
     first = splits["train"][0]
-    assert first.label == facts["answers"].index("blue") and first.texts == (
-        "what is the color of the object in picture 0",
-    )
+    assert first.label == classes.index("blue") and first.texts == ("what is the color of the object in picture 0",)
     assert first.image.endswith("coco/train2014/COCO_train2014_000000001000.jpg")
     assert splits["test"][0].image.endswith("coco/val2014/COCO_val2014_000000005000.jpg")
 
@@ -34,7 +34,14 @@ def test_coco_qa_split_decodes_to_224_pixel_images_with_questions(tmp_path):
     assert split.inputs["image"].shape == (12, 3, 224, 224)
     image = split.select([0]).inputs["image"][0].numpy()
     assert image.dtype == np.uint8 and image[2].mean() > image[0].mean()  # blue dominates
-    assert len(split.texts) == 12 and split.labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    classes = coco_qa.answer_classes(["blue", "green", "red", "yellow"] * 6 + ["white"])
+    expected = [classes.index(answer) for answer in ("blue", "green", "red", "yellow") for _ in range(3)]
+    assert len(split.texts) == 12 and split.labels.tolist() == expected
+
+
+def test_coco_qa_classes_are_every_answer_most_frequent_first():
+    answers = ["a"] + ["b"] * 3 + ["c"] * 2 + ["d"] * 4
+    assert coco_qa.answer_classes(answers) == ["d", "b", "c", "a"]
 
 
 def test_a_missing_release_file_names_itself_and_the_download_command(tmp_path):
@@ -71,7 +78,7 @@ def test_the_cache_is_reused_and_rebuilt_when_a_file_changes(tmp_path):
     image = tmp_path / "coco" / "val2014" / "COCO_val2014_000000005000.jpg"
     image.write_bytes(image.read_bytes() + b"\x00")  # new size: a changed file
     rebuilt = build_split(coco_qa.SPEC, samples, tmp_path / "cache", "test")
-    assert len(list((tmp_path / "cache" / "coco-qa").iterdir())) == 2 and len(rebuilt) == 12
+    assert len(list((tmp_path / "cache" / "coco-qa").iterdir())) == 2 and len(rebuilt) == 13
 
 
 @pytest.mark.parametrize("module", [flickr30k, mscoco])

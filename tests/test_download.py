@@ -9,9 +9,12 @@ import threading
 import zipfile
 
 import pytest
+from fixtures_images import write_coco_qa
 
+from tasks.datasets import coco_qa
 from tasks.download import Archive, download, fetch
 from tasks.preprocess import DatasetError
+from tasks.registry import load_task_data
 
 
 class _Server(http.server.ThreadingHTTPServer):
@@ -119,3 +122,40 @@ def test_archives_inside_an_archive_are_unpacked_where_they_lie(tmp_path, serve)
     archive = Archive(server.url("MELD.Raw.tar.gz"), "MELD.Raw.tar.gz", "meld", inner=("MELD.Raw/train.tar.gz",))
     download([archive], tmp_path)
     assert (tmp_path / "meld" / "MELD.Raw" / "train_splits" / "dia0_utt0.mp4").read_bytes() == b"clip"
+
+
+def _zip_folder(folder, root) -> bytes:
+    """A zip of every file under `folder`, named relative to `root`."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(root).as_posix())
+    return buffer.getvalue()
+
+
+def test_a_first_run_downloads_a_missing_dataset_as_the_original_does(serve, tmp_path, monkeypatch):
+    release = tmp_path / "official"
+    facts = write_coco_qa(release)
+    files = {
+        "cocoqa-2015-05-17.zip": _zip_folder(release / "coco-qa", release / "coco-qa"),
+        "train2014.zip": _zip_folder(release / "coco" / "train2014", release / "coco"),
+        "val2014.zip": _zip_folder(release / "coco" / "val2014", release / "coco"),
+    }
+    server = serve(files)
+    archives = [Archive(server.url(a.file_name), a.file_name, a.unpack_to) for a in coco_qa.ARCHIVES]
+    monkeypatch.setattr(coco_qa, "ARCHIVES", archives)  # the same archives, served on loopback
+    data = load_task_data("coco-qa", 2024, tmp_path / "data", tmp_path / "cache")
+    assert (len(data.train), len(data.test)) == (facts["train"], facts["test"])
+    assert sorted(server.requests) == sorted(files)
+    load_task_data.cache_clear()
+    load_task_data("coco-qa", 2024, tmp_path / "data", tmp_path / "cache")  # there now: nothing fetched again
+    assert len(server.requests) == len(files)
+
+
+def test_offline_a_missing_dataset_says_which_file_to_fetch_by_hand(tmp_path, monkeypatch):
+    archives = [Archive("http://127.0.0.1:9/cocoqa-2015-05-17.zip", "cocoqa-2015-05-17.zip", "coco-qa")]
+    monkeypatch.setattr(coco_qa, "ARCHIVES", archives)  # port 9 (discard): nothing answers
+    target = tmp_path / "data" / "downloads" / "cocoqa-2015-05-17.zip"
+    with pytest.raises(DatasetError, match=rf"cannot download .* fetch it by hand and save it as {target}"):
+        load_task_data("coco-qa", 2024, tmp_path / "data", tmp_path / "cache")

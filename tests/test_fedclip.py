@@ -64,3 +64,9 @@ def test_adapter_softmax_runs_over_features_so_a_single_token_is_rescaled():
     torch.testing.assert_close(weights.sum(dim=-1), torch.ones(3))
     torch.testing.assert_close(adapter(feature), feature * weights)
     assert not torch.allclose(adapter(feature), feature)
+
+
+def test_on_retrieval_captions_the_adapter_softmax_runs_over_the_captions_as_the_original():
+    adapter = FeatureAdapter(8)
+    captions = torch.randn(3, 5, 8)  # [batch, captions, features]
+    torch.testing.assert_close(adapter.attention(captions).sum(dim=1), torch.ones(3, 8))

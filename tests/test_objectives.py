@@ -1,4 +1,4 @@
-"""Loss and metrics of the retrieval objective, checked on cases worked out by hand."""
+"""Loss and metrics of the objectives, checked on cases worked out by hand."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from tasks.objectives import TEMPERATURE, loss_sum_and_correct, retrieval_recalls
+from tasks.objectives import RETRIEVAL_COSINE, TEMPERATURE, loss_sum_and_correct, retrieval_recalls
 from tasks.spec import CLASSIFICATION, RETRIEVAL
 
 
@@ -23,7 +23,7 @@ def test_recalls_match_ranks_counted_by_hand():
     #                                    img2:   0    0    1    0   .6   .8
     images = [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
     captions = [[[1, 0, 0], [0, 1, 0]], [[0, 0, 1], [0.6, 0.8, 0]], [[0.8, 0, 0.6], [0, 0.6, 0.8]]]
-    recalls = retrieval_recalls(_outputs(images, captions), ks=(1, 2, 5))
+    recalls = retrieval_recalls(RETRIEVAL, _outputs(images, captions), ks=(1, 2, 5))
     # image->text: img0's best own caption ranks 1st; img1's (0.8) and img2's (0.8) each have one caption above.
     assert recalls["test_r1_image_to_text"] == pytest.approx(1 / 3)
     assert recalls["test_r2_image_to_text"] == 1.0
@@ -32,14 +32,34 @@ def test_recalls_match_ranks_counted_by_hand():
     assert recalls["test_r2_text_to_image"] == 1.0 and recalls["test_r5_text_to_image"] == 1.0
 
 
-def test_retrieval_loss_is_the_symmetric_in_batch_cross_entropy_summed_over_captions():
-    s = 1 / math.sqrt(2)
-    outputs = _outputs([[1, 0], [0, 1]], [[[1, 0]], [[s, s]]]).requires_grad_(True)
+def _minus_log_softmax(row, target, scale=1.0):
+    scaled = [value / scale for value in row]
+    return -(scaled[target] - math.log(sum(math.exp(v) for v in scaled)))
+
+
+def test_retrieval_loss_is_the_symmetric_in_batch_cross_entropy_of_raw_dot_products_as_the_original():
+    # img0 = (2, 0), img1 = (0, 1); captions: c0 = (1, 0) and (0, 3) for img0, c1 = (1, 1) and (0.5, 0) for img1.
+    outputs = _outputs([[2, 0], [0, 1]], [[[1, 0], [0, 3]], [[1, 1], [0.5, 0]]]).requires_grad_(True)
     loss_sum, correct = loss_sum_and_correct(RETRIEVAL, outputs, torch.tensor([0, 1]))
+    first = _minus_log_softmax([2, 2], 0) + _minus_log_softmax([0, 1], 1)  # image -> caption 0
+    first += _minus_log_softmax([2, 0], 0) + _minus_log_softmax([2, 1], 1)  # caption 0 -> image
+    second = _minus_log_softmax([0, 1], 0) + _minus_log_softmax([3, 0], 1)
+    second += _minus_log_softmax([0, 3], 0) + _minus_log_softmax([1, 0], 1)
+    assert float(loss_sum.detach()) == pytest.approx((first + second) / 2, rel=1e-5)
+    assert correct == 2  # first captions: img0 ties (2, 2) and argmax takes its own; img1 -> its own (1 > 0)
+    # Image->text over all four captions: img0 scores (2, 0, 2, 1), none above its best own (2): found at 1;
+    # img1 scores (0, 3, 1, 0), img0's caption (3) above its best own (1): not found at 1. Unnormalised,
+    # the long caption (0, 3) decides: cosine scoring would rank img1's captions differently.
+    assert retrieval_recalls(RETRIEVAL, outputs.detach(), ks=(1,))["test_r1_image_to_text"] == 0.5
+
+
+def test_cosine_scoring_normalises_and_divides_by_the_temperature():
+    s = 1 / math.sqrt(2)
+    outputs = _outputs([[2, 0], [0, 1]], [[[3, 0]], [[s, s]]]).requires_grad_(True)
+    loss_sum, correct = loss_sum_and_correct(RETRIEVAL_COSINE, outputs, torch.tensor([0, 1]))
 
     def minus_log_softmax(row, target):
-        scaled = [value / TEMPERATURE for value in row]
-        return -(scaled[target] - math.log(sum(math.exp(v) for v in scaled)))
+        return _minus_log_softmax(row, target, TEMPERATURE)
 
     image_to_text = minus_log_softmax([1, s], 0) + minus_log_softmax([0, s], 1)
     text_to_image = minus_log_softmax([1, 0], 0) + minus_log_softmax([s, s], 1)

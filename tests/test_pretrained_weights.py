@@ -12,15 +12,19 @@ from official_checkpoints import (
     timm_vit,
     timm_vit_blocks,
     write_ast,
+    write_hf_vit,
     write_meta_transformer,
     write_open_clip,
+    write_openai_clip_text,
 )
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+from transformers import CLIPTextModelWithProjection, CLIPTokenizer
 
 from mpsl_flower.config import ConfigError, parse_run_config
 from mpsl_flower.models.checkpoints import (
     CheckpointError,
     ast_audio_tokenizer,
+    hf_vit_as_open_clip,
     load_meta_transformer,
     open_clip_image_tokenizer,
     open_clip_layer_norm,
@@ -29,10 +33,12 @@ from mpsl_flower.models.checkpoints import (
     read_state_dict,
 )
 from mpsl_flower.models.encoder import ENCODER_SIZES, Encoder, EncoderSize
+from mpsl_flower.models.pretrained import resolve_text_encoder
 from mpsl_flower.models.text_encoders import (
-    clip_text_encoder,
     clip_tokenizer,
     minilm_text_encoder,
+    open_clip_text_encoder,
+    openai_clip_text_encoder,
 )
 from mpsl_flower.models.tokenizers import AudioTokenizer, ImageTokenizer
 from mpsl_flower.split.build import new_client_model, new_server_model
@@ -170,12 +176,82 @@ def test_an_open_clip_file_alone_initialises_tokenizer_encoder_and_clip_text_enc
     assert tuple(client.image.pos_embed.shape) == (1 + 4, 768)  # 32-px images: 2x2 patches
 
 
-def test_clip_text_encoder_reads_the_text_tower_of_the_file(open_clip_base):
+def test_openclip_text_encoder_reads_the_text_tower_of_the_file(open_clip_base):
     clip, _, path = open_clip_base
     texts = ["what shape is the red object?"]
     with torch.no_grad():
         expected = clip.encode_text(open_clip.get_tokenizer("ViT-B-16")(texts))
-    torch.testing.assert_close(clip_text_encoder(path).encode(texts), expected)
+    torch.testing.assert_close(open_clip_text_encoder(path).encode(texts), expected)
+
+
+# ---- the original's ViT-Ti/16 and ViT-S/16: transformers ViT files ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("size", "repository"), [("vit-ti16", "vit-tiny-patch16-224"), ("vit-s16", "vit-small-patch16-224")]
+)
+def test_the_originals_vit_file_initialises_image_tokenizer_encoder_and_post_ln(tmp_path, size, repository):
+    dims = ENCODER_SIZES[size]
+    hf, path = write_hf_vit(tmp_path / "weights" / repository, dims.dim, dims.depth, dims.heads)
+    overrides = {"encoder-size": size, "model-weights-dir": str(tmp_path / "weights"), "use-post-layer-norm": True}
+    config = _config(tmp_path, **overrides)
+    client, server = new_client_model(config), new_server_model(config)
+    assert client.weight_sources == {"image tokenizer": str(path), "pre-LayerNorm": "random init"}
+    assert server.weight_sources == {"encoder": f"{path} (visual tower)", "post-LayerNorm": str(path)}
+    embeddings = hf.vit.embeddings
+    torch.testing.assert_close(client.image.patch_embed.weight, embeddings.patch_embeddings.projection.weight)
+    torch.testing.assert_close(client.image.cls_token, embeddings.cls_token.reshape(-1))
+    torch.testing.assert_close(server.post_norm.weight, hf.vit.layernorm.weight)
+    with torch.no_grad():  # block for block the same encoder: query, key, value stacked in the right order
+        hidden = hf.vit(torch.randn(2, 3, 224, 224), output_hidden_states=True).hidden_states
+        torch.testing.assert_close(server.encoder(hidden[0]), hidden[-1], rtol=1e-4, atol=1e-5)
+
+
+def test_a_vit_file_without_a_layers_query_names_the_key(tmp_path):
+    _, path = write_hf_vit(tmp_path / "vit-tiny-patch16-224", 24, 2, 2)
+    state = read_state_dict(path)
+    del state["vit.encoder.layer.1.attention.attention.query.bias"]
+    with pytest.raises(CheckpointError, match=r"not a transformers ViT checkpoint: missing keys .*layer.1.attention"):
+        hf_vit_as_open_clip(state, path)
+
+
+# ---- the original's text encoder: OpenAI CLIP ViT-B/16 (transformers) ----------------------------
+
+
+@pytest.fixture(scope="module")
+def openai_clip_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tokenizer-weights")
+    write_openai_clip_text(folder / "clip-vit-base-patch16")
+    return folder
+
+
+def test_by_default_the_text_encoder_is_the_originals_openai_clip(openai_clip_folder, open_clip_base, tmp_path):
+    overrides = {"encoder-size": "vit-b16", "tokenizer-weights-cache-dir": str(openai_clip_folder)}
+    encoder = resolve_text_encoder(_config(tmp_path, **overrides))
+    assert encoder.name == "clip" and encoder.identity.startswith("openai-clip-text:model.safetensors:")
+    texts = ["a photo of a cat", "what shape is the red object in the middle of the picture?"]
+    features = encoder.encode(texts)
+    assert tuple(features.shape) == (2, 512)
+    model = CLIPTextModelWithProjection.from_pretrained(openai_clip_folder / "clip-vit-base-patch16").eval()
+    tokenizer = CLIPTokenizer.from_pretrained(openai_clip_folder / "clip-vit-base-patch16")
+    for text, feature in zip(texts, features):  # one at a time, unpadded: padding to 77 must not change it
+        ids = tokenizer([text], return_tensors="pt").input_ids
+        with torch.no_grad():
+            torch.testing.assert_close(feature, model(input_ids=ids).text_embeds[0], rtol=1e-4, atol=1e-5)
+    assert tokenizer(["a photo of a cat"]).input_ids[0] == [49406, 320, 1125, 539, 320, 2368, 49407]
+    # With the OpenCLIP file only, `auto` takes its LAION text tower; `openclip` asks for it by name.
+    _, laion_folder, _ = open_clip_base
+    laion = {"encoder-size": "vit-b16", "tokenizer-weights-cache-dir": str(laion_folder)}
+    assert resolve_text_encoder(_config(tmp_path, **laion)).name == "openclip"
+    openclip = {**overrides, "text-encoder": "openclip"}
+    assert resolve_text_encoder(_config(tmp_path, **openclip)).name == "minilm"  # no OpenCLIP file there
+
+
+def test_an_incomplete_openai_clip_folder_names_the_missing_files(tmp_path):
+    path = write_openai_clip_text(tmp_path / "clip-vit-base-patch16")
+    (path.parent / "merges.txt").unlink()
+    with pytest.raises(CheckpointError, match=r"lacks \['merges.txt'\]: download the whole folder"):
+        openai_clip_text_encoder(path).encode(["a cat"])
 
 
 # ---- AST audio tokenizer -----------------------------------------------------------------------
@@ -230,8 +306,12 @@ def test_missing_files_are_named_with_folder_and_source_and_the_run_goes_on(tmp_
 def test_text_encoders_that_do_not_fit_the_encoder_are_refused_up_front(tmp_path):
     with pytest.raises(ConfigError, match="text-encoder='minilm' gives 384-d features"):
         _config(tmp_path, **{"text-encoder": "minilm"})
-    with pytest.raises(ConfigError, match="text-encoder='clip' needs an OpenCLIP checkpoint"):
+    with pytest.raises(
+        ConfigError, match="text-encoder='clip' gives 512-d features, wider than encoder-size='vit-s16'"
+    ):
         _config(tmp_path, **{"text-encoder": "clip", "encoder-size": "vit-s16"})
+    with pytest.raises(ConfigError, match="text-encoder='openclip' needs an OpenCLIP checkpoint"):
+        _config(tmp_path, **{"text-encoder": "openclip", "encoder-size": "vit-s16"})
 
 
 # ---- tokenizers of the real pipeline -------------------------------------------------------------

@@ -13,7 +13,7 @@ from torch import nn
 from mpsl_flower.model_inputs import load_inputs
 from mpsl_flower.models.weights import trainable_arrays
 from mpsl_flower.split.aggregation import weighted_average
-from mpsl_flower.split.build import new_client_side, new_server_side
+from mpsl_flower.split.build import new_client_side, new_server_model, new_server_side
 from mpsl_flower.split.client_side import loss_gradient
 from mpsl_flower.split.optimizer import epoch_lr
 from mpsl_flower.split.runner import InProcessRunner
@@ -160,3 +160,15 @@ def test_epoch_lr_follows_pytorch_steplr(fast_config, epoch, expected):
         optimizer.step()
         scheduler.step()
     assert optimizer.param_groups[0]["lr"] == pytest.approx(expected)
+
+
+def test_a_retrieval_images_captions_go_through_the_encoder_as_one_sequence(fast_config):
+    config = dataclasses.replace(fast_config, dataset="flickr30k")
+    model = new_server_model(config).eval()
+    image, captions = torch.randn(2, 5, 96), torch.randn(2, 5, 96)
+    before = model({"image": image, "text": captions})
+    changed = captions.clone()
+    changed[:, 4] = torch.randn(2, 96)  # only the last caption changes
+    after = model({"image": image, "text": changed})
+    assert before.shape == (2, 1 + 5, 96)
+    assert not torch.allclose(before[:, 1], after[:, 1])  # the first caption attends to the last

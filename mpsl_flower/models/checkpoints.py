@@ -1,7 +1,8 @@
 """Readers for the official weight files, each mapping the file's names onto ours.
 
 One reader per format: the Meta-Transformer encoder (flat `{i}.{param}` timm block keys),
-OpenCLIP (visual tower, its tokenizer parts and the text tower) and AST (the audio patch
+OpenCLIP (visual tower, its tokenizer parts and the text tower), transformers ViT (the
+original's ViT-Ti/16 and ViT-S/16, renamed to OpenCLIP's names) and AST (the audio patch
 embedding). Each checks every key and shape it needs before copying anything, and fails
 with a `CheckpointError` that names the file, the missing and unexpected keys and the shape
 mismatches, so a wrong or truncated download is caught at start-up rather than as NaNs.
@@ -32,6 +33,22 @@ OPEN_CLIP_TO_TIMM_BLOCK = {
 OPEN_CLIP_VISUAL_BLOCKS = "visual.transformer.resblocks."
 OPEN_CLIP_NON_TEXT_KEYS = ("logit_scale", "logit_bias")
 AST_PREFIX = "v."
+HF_VIT_PREFIX = "vit."
+HF_VIT_EMBEDDINGS = (
+    "embeddings.cls_token",
+    "embeddings.position_embeddings",
+    "embeddings.patch_embeddings.projection.weight",
+    "layernorm.weight",
+    "layernorm.bias",
+)
+# transformers ViT layer names -> OpenCLIP residual-block names (query/key/value are stacked apart).
+HF_VIT_TO_OPEN_CLIP = {
+    "layernorm_before.": "ln_1.",
+    "attention.output.dense.": "attn.out_proj.",
+    "layernorm_after.": "ln_2.",
+    "intermediate.dense.": "mlp.c_fc.",
+    "output.dense.": "mlp.c_proj.",
+}
 LISTED = 8  # keys listed per category in an error message
 
 
@@ -124,6 +141,44 @@ def open_clip_visual_blocks(state: Mapping[str, torch.Tensor]) -> dict[str, torc
             name = name.replace(ours_from, ours_to)
         blocks[name] = value
     return blocks
+
+
+# ---- transformers ViT (the original's ViT-Ti/16 and ViT-S/16) ----------------------------------
+
+
+def hf_vit_as_open_clip(state: Mapping[str, torch.Tensor], source: Path | str) -> dict[str, torch.Tensor]:
+    """A transformers ViT checkpoint renamed to OpenCLIP's visual names, so the OpenCLIP readers serve it.
+
+    The layout is the one `WinKawaks/vit-{tiny,small}-patch16-224` ship (`ViTForImageClassification`,
+    keys under `vit.`; a bare `ViTModel` file works too). As in the original: CLS, positions,
+    patch projection (its bias dropped), the final LayerNorm as post-LN, the layers as encoder
+    blocks with query, key and value stacked into one projection; there is no pre-LN.
+    """
+    vit = {key.removeprefix(HF_VIT_PREFIX): value for key, value in state.items()}
+    _require(vit, HF_VIT_EMBEDDINGS, source, "a transformers ViT checkpoint", HF_VIT_PREFIX)
+    renamed = {
+        "visual.class_embedding": vit["embeddings.cls_token"].reshape(-1),
+        "visual.positional_embedding": vit["embeddings.position_embeddings"][0],
+        "visual.conv1.weight": vit["embeddings.patch_embeddings.projection.weight"],
+        "visual.ln_post.weight": vit["layernorm.weight"],
+        "visual.ln_post.bias": vit["layernorm.bias"],
+    }
+    layers = sorted({int(key.split(".")[2]) for key in vit if key.startswith("encoder.layer.")})
+    for i in layers:
+        layer, attention = f"encoder.layer.{i}.", f"encoder.layer.{i}.attention.attention."
+        stacked = [f"{attention}{part}.{kind}" for kind in ("weight", "bias") for part in ("query", "key", "value")]
+        _require(vit, stacked, source, "a transformers ViT checkpoint", HF_VIT_PREFIX)
+        for kind in ("weight", "bias"):
+            parts = [vit[f"{attention}{part}.{kind}"] for part in ("query", "key", "value")]
+            renamed[f"{OPEN_CLIP_VISUAL_BLOCKS}{i}.attn.in_proj_{kind}"] = torch.cat(parts)
+        for key, value in vit.items():
+            if key.startswith(layer) and not key.startswith(attention):
+                rest = key[len(layer) :]
+                ours = next(
+                    (new + rest[len(old) :] for old, new in HF_VIT_TO_OPEN_CLIP.items() if rest.startswith(old)), rest
+                )
+                renamed[f"{OPEN_CLIP_VISUAL_BLOCKS}{i}.{ours}"] = value
+    return renamed
 
 
 # ---- OpenCLIP tokenizer parts and text tower -------------------------------------------------

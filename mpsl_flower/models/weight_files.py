@@ -2,7 +2,7 @@
 
 Users download these themselves (nothing is fetched at run time). The folders are the run
 config's `model-weights-dir` (the Meta-Transformer encoder) and `tokenizer-weights-cache-dir`
-(OpenCLIP and AST, which initialise the client tokenizers and the CLIP text encoder).
+(OpenCLIP and AST, which initialise the client tokenizers, and the frozen text encoders).
 """
 
 from __future__ import annotations
@@ -52,6 +52,16 @@ def _open_clip(repository: str) -> WeightFile:
     return WeightFile(TOKENIZER_WEIGHTS_KEY, names, f"https://huggingface.co/laion/{repository}", feeds)
 
 
+# The original's text encoder (`clip.load('ViT-B/16')`), in the Hugging Face layout that
+# transformers reads: the folder holds the model file, config.json and the tokenizer files.
+OPENAI_CLIP_TEXT_FOLDER = "clip-vit-base-patch16"
+OPENAI_CLIP_TEXT = WeightFile(
+    TOKENIZER_WEIGHTS_KEY,
+    tuple(f"{OPENAI_CLIP_TEXT_FOLDER}/{name}" for name in ("model.safetensors", "pytorch_model.bin")),
+    "https://huggingface.co/openai/clip-vit-base-patch16",
+    "CLIP text encoder (OpenAI CLIP ViT-B/16, the original's)",
+)
+
 # Keyed by encoder size (see `ENCODER_SIZES`); a size without an entry has no such file.
 META_TRANSFORMER_FILES = {
     "vit-b16": WeightFile(
@@ -72,6 +82,16 @@ OPEN_CLIP_FILES = {
     "vit-l14": _open_clip("CLIP-ViT-L-14-laion2B-s32B-b82K"),
     "vit-h14": _open_clip("CLIP-ViT-H-14-laion2B-s32B-b79K"),
 }
+
+
+def _hf_vit(repository: str) -> WeightFile:
+    """One of the original's ViT-Ti/16, ViT-S/16 checkpoints: a transformers ViT as its repository ships it."""
+    names = tuple(f"{repository}/{name}" for name in ("model.safetensors", "pytorch_model.bin"))
+    feeds = "image tokenizer, encoder blocks and post-LayerNorm"
+    return WeightFile(MODEL_WEIGHTS_KEY, names, f"https://huggingface.co/WinKawaks/{repository}", feeds)
+
+
+HF_VIT_FILES = {"vit-ti16": _hf_vit("vit-tiny-patch16-224"), "vit-s16": _hf_vit("vit-small-patch16-224")}
 AST_FILES = {
     "vit-b16": WeightFile(
         TOKENIZER_WEIGHTS_KEY,

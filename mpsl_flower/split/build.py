@@ -19,7 +19,9 @@ from mpsl_flower.models.server_model import ServerModel
 from mpsl_flower.models.tokenizers import ClientModel
 from mpsl_flower.split.client_side import ClientSide
 from mpsl_flower.split.server_side import ServerSide
+from tasks.objectives import RETRIEVAL_COSINE
 from tasks.registry import TASKS
+from tasks.spec import RETRIEVAL
 
 
 def new_client_model(config: RunConfig, pretrained: bool = True) -> ClientModel:
@@ -51,9 +53,18 @@ def new_server_model(config: RunConfig) -> ServerModel:
     if config.method == "fedclip":
         finetune_blocks = 0
         adapters = tuple(m for m in task.modalities if config.adapter_modalities.get(m, False))
-    model = ServerModel(task, ENCODER_SIZES[config.encoder_size], finetune_blocks, config.post_layer_norm, adapters)
+    size = ENCODER_SIZES[config.encoder_size]
+    model = ServerModel(task, size, finetune_blocks, config.post_layer_norm, adapters, task_objective(config))
     model.weight_sources = initialise_server_model(model.encoder, model.post_norm, config)
     return model
+
+
+def task_objective(config: RunConfig) -> str:
+    """The task's objective, with retrieval scored as `retrieval-scoring` says."""
+    task = TASKS[config.dataset]
+    if task.objective == RETRIEVAL and config.retrieval_scoring == "cosine":
+        return RETRIEVAL_COSINE
+    return task.objective
 
 
 def new_full_model(config: RunConfig) -> FullModel:

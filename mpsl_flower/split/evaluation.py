@@ -7,8 +7,7 @@ import torch
 from mpsl_flower.models.server_model import ServerModel
 from mpsl_flower.models.tokenizers import ClientModel
 from tasks.data import SplitData
-from tasks.objectives import loss_sum_and_correct, retrieval_recalls
-from tasks.spec import RETRIEVAL
+from tasks.objectives import is_retrieval, loss_sum_and_correct, retrieval_recalls
 
 
 @torch.no_grad()
@@ -30,11 +29,11 @@ def evaluate(
         batch_outputs = server_model(streams).cpu()
         batch_loss, batch_correct = loss_sum_and_correct(server_model.objective, batch_outputs, batch.labels)
         loss_sum, correct = loss_sum + float(batch_loss), correct + batch_correct
-        if server_model.objective == RETRIEVAL:
+        if is_retrieval(server_model.objective):
             outputs.append(batch_outputs)
     metrics = {"test_loss": loss_sum / len(split), "test_accuracy": correct / len(split)}
-    if server_model.objective == RETRIEVAL:
-        recalls = retrieval_recalls(torch.cat(outputs))
+    if is_retrieval(server_model.objective):
+        recalls = retrieval_recalls(server_model.objective, torch.cat(outputs))
         metrics.update(recalls)
         metrics["test_accuracy"] = (recalls["test_r1_image_to_text"] + recalls["test_r1_text_to_image"]) / 2
     return metrics

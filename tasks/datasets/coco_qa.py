@@ -7,20 +7,21 @@ Layout under `torch-data-dir` (the release zip unpacks to `coco-qa/`; images are
     coco/train2014/COCO_train2014_<id:012d>.jpg            train questions use train2014 images
     coco/val2014/COCO_val2014_<id:012d>.jpg                test questions use val2014 images
 
-Classes are the answers of the train split in sorted order (430 in the release); a test
-answer never seen in training cannot be predicted and that pair is left out, counted.
+Classes are built as the original code builds them: every distinct answer of train and test
+(430 in the release), the most frequent first (`answer_classes`), so no test pair is left out.
+The release is fetched from the URL the original uses.
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
+
+import numpy as np
 
 from tasks.download import Archive
 from tasks.preprocess import DatasetError, Sample
 from tasks.spec import ImageInput, early_fusion_task
 
-logger = logging.getLogger(__name__)
 FOLDER = "coco-qa"
 NUM_ANSWERS = 430
 FIELDS = ("questions", "answers", "img_ids", "types")
@@ -40,7 +41,7 @@ COCO_2014_IMAGES = [
 ]
 ARCHIVES = [
     Archive(
-        "http://www.cs.toronto.edu/~mren/research/imageqa/data/cocoqa/cocoqa-2015-05-17.zip",
+        "http://www.cs.toronto.edu/~mren/imageqa/data/cocoqa/cocoqa-2015-05-17.zip",
         "cocoqa-2015-05-17.zip",
         FOLDER,
     ),
@@ -71,21 +72,28 @@ def _read_split(data_dir: Path, split: str) -> list[tuple[str, str, int]]:
     ]
 
 
+def answer_classes(answers: list[str]) -> list[str]:
+    """The class list: distinct answers, most frequent first.
+
+    The same numpy calls as the original (`np.unique` counts, `argsort` reversed), so ties fall
+    in the same order it gives them.
+    """
+    unique, counts = np.unique(answers, return_counts=True)
+    return unique[np.argsort(counts)[::-1]].tolist()
+
+
 def samples(data_dir: Path) -> dict[str, list[Sample]]:
     rows = {split: _read_split(data_dir, split) for split in ("train", "test")}
-    answers = sorted({answer for _, answer, _ in rows["train"]})
-    if len(answers) > NUM_ANSWERS:
+    classes = answer_classes([answer for pairs in rows.values() for _, answer, _ in pairs])
+    if len(classes) > NUM_ANSWERS:
         raise DatasetError(
-            f"COCO-QA train has {len(answers)} distinct answers, more than the {NUM_ANSWERS} of the release"
+            f"COCO-QA has {len(classes)} distinct answers, more than the {NUM_ANSWERS} of the release; "
+            "the download is not the 2015-05-17 release"
         )
-    label = {answer: index for index, answer in enumerate(answers)}
-    result = {}
-    for split, pairs in rows.items():
-        folder = IMAGE_FOLDERS[split]
-        known = [(q, a, i) for q, a, i in pairs if a in label]
-        if len(known) < len(pairs):
-            logger.warning(
-                "COCO-QA %s: %d pairs left out, their answer never occurs in train", split, len(pairs) - len(known)
-            )
-        result[split] = [Sample(label[a], texts=(q,), image=str(coco_image(data_dir, folder, i))) for q, a, i in known]
-    return result
+    label = {answer: index for index, answer in enumerate(classes)}
+    return {
+        split: [
+            Sample(label[a], texts=(q,), image=str(coco_image(data_dir, IMAGE_FOLDERS[split], i))) for q, a, i in pairs
+        ]
+        for split, pairs in rows.items()
+    }
