@@ -39,13 +39,13 @@ import strategies.mpsl
 from mpsl_flower import wire
 from mpsl_flower.config import parse_run_config
 from mpsl_flower.model_inputs import load_inputs
+from mpsl_flower.server_app import start
 from mpsl_flower.simulation import APP_DIR, DEFAULT_CLIENT_RESOURCES, simulate
 from mpsl_flower.split.build import resolve_device
 from mpsl_flower.split.runner import InProcessRunner
 from mpsl_flower.split.schedule import num_batches
 from mpsl_flower.wire import payload_bytes
 from strategies.exchange import exchange
-from strategies.global_model import central_evaluation, initial_arrays
 from strategies.mpsl import MpslStrategy
 
 TALLY_FIELDS = ("client_compute_s", "server_compute_s", "bytes_up", "bytes_down")
@@ -151,13 +151,7 @@ def run_under_flower(overrides: dict, num_clients: int, pings: int, backend_conf
             mock.patch.object(strategies.mpsl, "exchange", strategy.timed_exchange),
             mock.patch.object(strategies.exchange, "payload_bytes", strategy.timed_payload_bytes),
         ):
-            result = strategy.start(
-                grid,
-                initial_arrays(config),
-                num_rounds=config.num_epochs,
-                timeout=config.step_timeout_s,
-                evaluate_fn=central_evaluation(config, load_inputs(config).test, device),
-            )
+            result = start(strategy, config, grid, device)
         found["records"] = [
             {**result.train_metrics_clientapp[e], **result.evaluate_metrics_serverapp[e]}
             for e in sorted(result.train_metrics_clientapp)

@@ -22,6 +22,7 @@ SPLIT_TYPES = ("iid", "noniid")
 DEVICES = ("auto", "cpu", "cuda")
 TEXT_ENCODERS = ("auto", "clip", "openclip", "minilm", "bag-of-words")
 RETRIEVAL_SCORINGS = ("dot", "cosine")
+DATASET_ALIASES = {"t4sa": "b-t4sa", "coco-retrieval": "mscoco"}  # the original scripts' names
 MINILM_WIDTH = 384
 CLIP_TEXT_WIDTH = 512  # OpenAI CLIP ViT-B/16's text feature
 DEFAULT_OUTPUT_DIR = "~/mpsl-flower-results"
@@ -46,7 +47,8 @@ class RunConfig:
     dirichlet_alpha: float = field(default=0.5, metadata=_key("dirichlet-alpha", positive=True))
     batch_size: int = field(default=500, metadata=_key("batch-size", minimum=1))
     num_epochs: int = field(default=6, metadata=_key("nr-of-epochs", minimum=1))
-    finetune_blocks: int = field(default=2, metadata=_key("nr-of-last-encoder-blocks-to-finetune", minimum=0))
+    finetune_blocks: int = field(default=2, metadata=_key("nr-of-last-encoder-blocks-to-finetune", minimum=-1))
+    freeze_encoder: bool = field(default=False, metadata=_key("freeze-encoder"))
     learning_rate: float = field(default=1e-3, metadata=_key("start-lr", positive=True))
     lr_step_size: int = field(default=5, metadata=_key("lr-step-size", minimum=1))
     lr_gamma: float = field(default=0.1, metadata=_key("lr-gamma", positive=True))
@@ -65,10 +67,15 @@ class RunConfig:
     image_adapter: bool = field(default=True, metadata=_key("include-image-adapter"))
     text_adapter: bool = field(default=True, metadata=_key("include-text-adapter"))
     audio_adapter: bool = field(default=True, metadata=_key("include-audio-adapter"))
+    unified_adapter: bool = field(default=False, metadata=_key("include-unified-adapter"))
+    adapter_approach: bool = field(default=False, metadata=_key("use-adapter-approach"))
     fraction_train: float = field(default=1.0, metadata=_key("fraction-train", positive=True))
     step_timeout_s: float = field(default=120.0, metadata=_key("step-timeout-s", positive=True))
     eval_batch_size: int = field(default=250, metadata=_key("eval-batch-size", minimum=1))
     retrieval_scoring: str = field(default="dot", metadata=_key("retrieval-scoring", choices=RETRIEVAL_SCORINGS))
+    save_every_epoch: bool = field(default=False, metadata=_key("save-model-after-each-epoch"))
+    save_final_model: bool = field(default=True, metadata=_key("save-final-model"))
+    validate_only_aggregated: bool = field(default=True, metadata=_key("validate-only-aggregated-model"))
 
     def to_flower(self) -> dict[str, bool | float | int | str]:
         """The config as `[tool.flwr.app.config]` keys, e.g. for results files and overrides."""
@@ -78,6 +85,11 @@ class RunConfig:
     def adapter_modalities(self) -> dict[str, bool]:
         """FedCLIP: which modalities get an adapter."""
         return {"image": self.image_adapter, "text": self.text_adapter, "audio": self.audio_adapter}
+
+    @property
+    def uses_adapters(self) -> bool:
+        """The FedCLIP adapter approach: frozen encoder plus adapters (FedCLIP, or any method that asks)."""
+        return self.method == "fedclip" or self.adapter_approach
 
     def client_batch_size(self, num_clients: int) -> int:
         """Each client's mini-batch: the global batch split evenly, rounded up (500/100 = 5)."""
@@ -145,15 +157,12 @@ def parse_run_config(run_config: Mapping[str, object]) -> RunConfig:
     for key, f in fields.items():
         if key in run_config:
             values[f.name] = _coerce(f, run_config[key])
+    if values.get("dataset") in DATASET_ALIASES:
+        values["dataset"] = DATASET_ALIASES[values["dataset"]]
     config = RunConfig(**values)
     for f in dataclasses.fields(config):
         _check_value(f, getattr(config, f.name))
-    depth = ENCODER_SIZES[config.encoder_size].depth
-    if config.finetune_blocks > depth:
-        raise ConfigError(
-            f"nr-of-last-encoder-blocks-to-finetune={config.finetune_blocks} exceeds the depth of "
-            f"encoder-size={config.encoder_size!r}; allowed values: 0..{depth}"
-        )
+    config = _resolve_finetune_blocks(config)
     _check_text_encoder(config)
     if not config.output_dir:
         raise ConfigError(f"output-dir is empty: set an absolute folder for the results, e.g. {DEFAULT_OUTPUT_DIR!r}")
@@ -162,6 +171,25 @@ def parse_run_config(run_config: Mapping[str, object]) -> RunConfig:
     if config.lr_gamma > 1:
         raise ConfigError(f"lr-gamma={config.lr_gamma} must be in (0, 1]")
     return config
+
+
+def _resolve_finetune_blocks(config: RunConfig) -> RunConfig:
+    """The original's rule: -1 trains every block, or none with `freeze-encoder`; the result is stored."""
+    depth = ENCODER_SIZES[config.encoder_size].depth
+    blocks = config.finetune_blocks
+    if blocks == -1:
+        blocks = 0 if config.freeze_encoder else depth
+    if config.freeze_encoder and blocks:
+        raise ConfigError(
+            f"freeze-encoder=true trains no encoder block, but nr-of-last-encoder-blocks-to-finetune={blocks}; "
+            "set it to 0 or -1, or freeze-encoder=false"
+        )
+    if blocks > depth:
+        raise ConfigError(
+            f"nr-of-last-encoder-blocks-to-finetune={blocks} exceeds the depth of "
+            f"encoder-size={config.encoder_size!r}; allowed values: -1..{depth}"
+        )
+    return dataclasses.replace(config, finetune_blocks=blocks)
 
 
 def _check_text_encoder(config: RunConfig) -> None:

@@ -19,6 +19,9 @@ from torch import nn
 from mpsl_flower.config import RunConfig
 from mpsl_flower.models.full_model import FullModel
 from mpsl_flower.split.schedule import steps_per_epoch
+from tasks.audio import FBANK_MEAN, FBANK_STD
+from tasks.registry import TASKS
+from tasks.spec import RETRIEVAL
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
@@ -34,6 +37,7 @@ class RunResults:
         root = config.resolved_path("output_dir")
         self.folder = _unique(root / f"{config.save_name}-{stamp}{suffix}")
         self.folder.mkdir(parents=True)
+        self.config = config
         self.model_path = self.folder / f"{config.save_name}.pt"
         _write_json(self.folder / CONFIG_FILE, config.to_flower())
 
@@ -47,16 +51,23 @@ class RunResults:
             stream.flush()
             os.fsync(stream.fileno())
 
-    def save_model(self, model: FullModel, epoch: int) -> None:
-        """Server side and (aggregated) client side, in one file, replaced atomically."""
+    def save_model(self, model: FullModel, epoch: int, last: bool) -> None:
+        """Server side and (aggregated) client side, in one file, replaced atomically after every epoch.
+
+        That file is what survives a crash. As the original's options say: with
+        `save-model-after-each-epoch` every epoch also keeps its own `<name>-epoch<k>.pt`; with
+        `save-final-model=false` the file is removed once the last epoch is done.
+        """
         payload = {
             "epoch": epoch,
             "server": {k: v.detach().cpu() for k, v in model.server.state_dict().items()},
             "client": {k: v.detach().cpu() for k, v in model.client.state_dict().items()},
         }
-        partial = self.model_path.with_suffix(".pt.partial")
-        torch.save(payload, partial)
-        os.replace(partial, self.model_path)
+        _save_atomically(payload, self.model_path)
+        if self.config.save_every_epoch:
+            _save_atomically(payload, self.model_path.with_name(f"{self.config.save_name}-epoch{epoch}.pt"))
+        if last and not self.config.save_final_model:
+            self.model_path.unlink()
 
 
 def run_info(
@@ -71,17 +82,37 @@ def run_info(
 
     The centralized baseline is one "client" holding the whole training split.
     """
+    from mpsl_flower.model_inputs import load_inputs
+
     return {
         "num_clients": len(partition_sizes),
         "train_samples": sum(partition_sizes.values()),
+        "test_samples": len(load_inputs(config).test),
         "partition_sizes": partition_sizes,
         "partition_label_counts": label_counts,
         "client_batch_size": client_batch_size,
         "steps_per_epoch": steps_per_epoch(list(partition_sizes.values()), client_batch_size),
         "device": str(device),
         **model_facts(config, model.client, model.server),
+        "preprocessing": preprocessing_facts(config),
         "versions": software_versions(),
     }
+
+
+def preprocessing_facts(config: RunConfig) -> dict[str, str]:
+    """The input choices that shape results (the text encoder is under `weights`)."""
+    task = TASKS[config.dataset]
+    facts = {"augmentation": "none: every input is decoded once into the cache"}
+    if task.image is not None:
+        facts["image"] = f"{task.image.size} px, uint8, normalised with OpenAI CLIP's mean and std by the tokenizer"
+    if task.audio is not None:
+        facts["audio"] = (
+            f"Kaldi fbank, {task.audio.num_frames} frames x {task.audio.num_mel_bins} mel bins, "
+            f"(x - {FBANK_MEAN}) / (2 x {FBANK_STD})"
+        )
+    if task.objective == RETRIEVAL:
+        facts["retrieval_scoring"] = config.retrieval_scoring
+    return facts
 
 
 def software_versions() -> dict[str, str | None]:
@@ -144,6 +175,12 @@ def _unique(folder: Path) -> Path:
         n += 1
         candidate = folder.with_name(f"{folder.name}-{n}")
     return candidate
+
+
+def _save_atomically(payload: dict, path: Path) -> None:
+    partial = path.with_suffix(".pt.partial")
+    torch.save(payload, partial)
+    os.replace(partial, path)
 
 
 def _write_json(path: Path, data: dict) -> None:

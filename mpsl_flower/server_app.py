@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from logging import INFO
 
+import torch
 from flwr.app import Context
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
-from flwr.serverapp.strategy import Result
+from flwr.serverapp.strategy import Result, Strategy
 
 from mpsl_flower.config import RunConfig, parse_run_config
 from mpsl_flower.logs import show_project_logs
@@ -49,13 +50,17 @@ def train(config: RunConfig, grid: Grid | None, run_label: str = "") -> tuple[Re
         device,
         results.folder,
     )
-    strategy = STRATEGIES[config.method](config, device, results)
-    result = strategy.start(
+    result = start(STRATEGIES[config.method](config, device, results), config, grid, device)
+    log(INFO, "[%s] done; metrics and model in %s", config.method, results.folder)
+    return result, results
+
+
+def start(strategy: Strategy, config: RunConfig, grid: Grid | None, device: torch.device) -> Result:
+    """Start `strategy` with Flower's arguments: one round per epoch, central evaluation on the test split."""
+    return strategy.start(
         grid=grid,
         initial_arrays=initial_arrays(config),
         num_rounds=config.num_epochs,
         timeout=config.step_timeout_s,
         evaluate_fn=central_evaluation(config, load_inputs(config).test, device),
     )
-    log(INFO, "[%s] done; metrics and model in %s", config.method, results.folder)
-    return result, results

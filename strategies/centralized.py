@@ -7,14 +7,13 @@ MPSL, on the task's whole training split. The SuperNodes stay idle; `grid` is no
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from logging import INFO
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord
 from flwr.common import log
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import Result, Strategy
+from flwr.serverapp.strategy import Result
 
 from mpsl_flower import wire
 from mpsl_flower.client_data import label_counts
@@ -28,9 +27,10 @@ from mpsl_flower.split.epoch import EpochTally
 from mpsl_flower.split.optimizer import epoch_lr, new_optimizer
 from strategies.epoch_report import EpochReport
 from strategies.global_model import EvaluateFn
+from strategies.loop_strategy import LoopStrategy
 
 
-class Centralized(Strategy):
+class Centralized(LoopStrategy):
     """Trains the unsplit model on all training data; `start` returns Flower's `Result`.
 
     Flower's round hooks have no meaning without clients and raise.
@@ -76,9 +76,7 @@ class Centralized(Strategy):
             tally.add_client_loss(stats.loss_sum, stats.correct, stats.num_examples)
             tally.steps = stats.steps
             arrays = wire.tensors_to_record(trainable_arrays(model))
-            report.close(tally.train_record(epoch, lr, clients_aggregated=1), arrays, evaluate_fn)
-            if self.results:
-                self.results.save_model(model, epoch + 1)
+            report.close(tally.train_record(epoch, lr, clients_aggregated=1), arrays, evaluate_fn, model)
         return report.result
 
     def summary(self) -> None:
@@ -91,25 +89,3 @@ class Centralized(Strategy):
             self.config.learning_rate,
             self.device,
         )
-
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        """Not used: there are no clients to configure."""
-        raise NotImplementedError("the centralized baseline sends no messages; call start()")
-
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Not used: there are no replies to aggregate."""
-        raise NotImplementedError("the centralized baseline receives no replies; call start()")
-
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        """Not used: evaluation is central (`evaluate_fn`)."""
-        raise NotImplementedError("the centralized baseline evaluates through evaluate_fn")
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        """Not used: evaluation is central (`evaluate_fn`)."""
-        raise NotImplementedError("the centralized baseline evaluates through evaluate_fn")

@@ -61,9 +61,11 @@ class FederatedAveraging(FedAvg):
         self.model = new_full_model(config)  # holds each round's average, for saving
         self.expected = {name: tuple(p.shape) for name, p in self.model.named_parameters() if p.requires_grad}
         self.clients: dict[int, ClientInfo] = {}
+        self.partition_of: dict[int, int] = {}
         self.client_batch_size = 0
         self.tally = EpochTally()
         self.round_record: dict = {}
+        self.client_arrays: dict[int, ArrayRecord] = {}  # partition -> its trained arrays, when each is validated
         self.report: EpochReport | None = None
 
     def start(
@@ -86,6 +88,7 @@ class FederatedAveraging(FedAvg):
         clients = discover_clients(grid, timeout)
         self.config.check_num_clients(len(clients))
         self.clients = {c.partition_id: c for c in clients}
+        self.partition_of = {c.node_id: c.partition_id for c in clients}
         self.client_batch_size = self.config.client_batch_size(len(clients))
         if self.results:
             sizes = {c.partition_id: c.num_examples for c in clients}
@@ -102,7 +105,7 @@ class FederatedAveraging(FedAvg):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        self.tally = EpochTally()
+        self.tally, self.client_arrays = EpochTally(), {}
         chosen = select_partitions(sorted(self.clients), self.config.fraction_train, self.config.seed, server_round)
         round_config = ConfigRecord(
             {**config, wire.SERVER_ROUND: server_round, wire.CLIENT_BATCH_SIZE: self.client_batch_size}
@@ -141,6 +144,8 @@ class FederatedAveraging(FedAvg):
                 self.tally.dropped += 1
                 continue
             valid.append(reply)
+            if not self.config.validate_only_aggregated:
+                self.client_arrays[self.partition_of[reply.metadata.src_node_id]] = reply.content[wire.ARRAYS]
             metrics = reply.content[wire.METRICS]
             self.tally.bytes_up += wire.payload_bytes(reply.content)
             self.tally.add_client_loss(
@@ -160,8 +165,6 @@ class FederatedAveraging(FedAvg):
         self, server_round: int, arrays: ArrayRecord, evaluate_fn: EvaluateFn | None
     ) -> MetricRecord | None:
         """Evaluate, log, record and save the round's average; the test metrics go to Flower's `Result`."""
-        record = self.report.close(self.round_record, arrays, evaluate_fn)
         load_trainable(self.model, wire.record_to_arrays(arrays))
-        if self.results:
-            self.results.save_model(self.model, server_round)
+        record = self.report.close(self.round_record, arrays, evaluate_fn, self.model, self.client_arrays)
         return self.report.result.evaluate_metrics_serverapp.get(record["epoch"])

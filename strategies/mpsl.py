@@ -10,15 +10,14 @@ malformed arrays is dropped from that step with a logged reason; the rest carry 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from logging import INFO, WARNING
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import Result, Strategy
+from flwr.serverapp.strategy import Result
 
 from mpsl_flower import wire
 from mpsl_flower.client_data import partition_label_counts
@@ -34,11 +33,12 @@ from strategies.discovery import ClientInfo, discover_clients
 from strategies.epoch_report import EpochReport
 from strategies.exchange import Exchange, exchange
 from strategies.global_model import EvaluateFn
+from strategies.loop_strategy import LoopStrategy
 
 CLIENT_PREFIX, SERVER_PREFIX = "client.", "server."  # FullModel's names for the two halves
 
 
-class MpslStrategy(Strategy):
+class MpslStrategy(LoopStrategy):
     """Drives MPSL training over the nodes of a Flower `Grid`; holds the one server model.
 
     Called like Flower's own strategies: `start(grid, initial_arrays, num_rounds, timeout,
@@ -103,12 +103,21 @@ class MpslStrategy(Strategy):
                 self.run_step(grid, clients, epoch, step, m, timeout, tally)
                 if (step + 1) % max(1, steps // 4) == 0 and step + 1 < steps:
                     log(INFO, "[MPSL] epoch %d: step %d/%d", epoch + 1, step + 1, steps)
-            client_model, aggregated = self.aggregate_clients(grid, clients, epoch, timeout, tally)
+            states = self.collect_client_states(grid, clients, epoch, timeout, tally)
+            weights = {c.partition_id: c.num_examples for c in clients}
+            client_model = averaged_client_model(self.config, list(states.values()), [weights[p] for p in states])
             model = FullModel(client_model, self.server.model)
-            report.close(tally.train_record(epoch, lr, aggregated), _full_arrays(model), evaluate_fn)
-            if self.results:
-                self.results.save_model(model, epoch + 1)
+            own = None if self.config.validate_only_aggregated else self._own_arrays(states)
+            report.close(tally.train_record(epoch, lr, len(states)), _full_arrays(model), evaluate_fn, model, own)
         return report.result
+
+    def _own_arrays(self, states: dict[int, dict[str, np.ndarray]]) -> dict[int, ArrayRecord]:
+        """Each client's own tokenizers with the server half: the models `validate-only-aggregated-model` skips."""
+        server = {SERVER_PREFIX + k: v for k, v in trainable_arrays(self.server.model).items()}
+        return {
+            partition: wire.tensors_to_record({**{CLIENT_PREFIX + k: v for k, v in state.items()}, **server})
+            for partition, state in states.items()
+        }
 
     def summary(self) -> None:
         log(
@@ -230,17 +239,17 @@ class MpslStrategy(Strategy):
 
     # ---- end of epoch -------------------------------------------------------------------
 
-    def aggregate_clients(
+    def collect_client_states(
         self, grid: Grid, clients: list[ClientInfo], epoch: int, timeout: float, tally: EpochTally
-    ) -> tuple[torch.nn.Module, int]:
-        """Deliver the last cut gradients; return the sample-weighted average client model and its size."""
+    ) -> dict[int, dict[str, np.ndarray]]:
+        """Deliver the last cut gradients; return each answering client's trainable weights, by partition."""
         requests = {
             c.node_id: self._with_pending_cut_grad(c.node_id, {wire.STEP: ConfigRecord({wire.EPOCH: epoch})})
             for c in clients
         }
         result = exchange(grid, requests, wire.END_EPOCH, timeout, group_id=f"{epoch}.end")
         self._count(result, tally)
-        states, weights = [], []
+        states = {}
         for c in clients:
             reason = _reply_problem(
                 result, c.node_id, wire.CLIENT_MODEL, self.client_weight_shapes, wire.END_EPOCH_METRICS
@@ -250,35 +259,10 @@ class MpslStrategy(Strategy):
                     WARNING, "[MPSL] epoch %d: client %d left out of the average: %s", epoch + 1, c.partition_id, reason
                 )
                 continue
-            states.append(wire.record_to_arrays(result.replies[c.node_id][wire.CLIENT_MODEL]))
-            weights.append(c.num_examples)
+            states[c.partition_id] = wire.record_to_arrays(result.replies[c.node_id][wire.CLIENT_MODEL])
         if not states:
             raise RuntimeError(f"epoch {epoch + 1}: no client returned valid weights, nothing to evaluate")
-        return averaged_client_model(self.config, states, weights), len(states)
-
-    # ---- Flower's round hooks: no meaning for MPSL --------------------------------------
-
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        """Not used: an MPSL epoch is many two-round-trip steps, which `start` runs itself."""
-        raise NotImplementedError("MPSL has no per-round broadcast; call start()")
-
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Not used: the server model trains at every step, client weights are averaged in `start`."""
-        raise NotImplementedError("MPSL aggregates no round of replies; call start()")
-
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        """Not used: evaluation is central (`evaluate_fn`), clients hold no test data."""
-        raise NotImplementedError("MPSL evaluates centrally through evaluate_fn")
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        """Not used: evaluation is central (`evaluate_fn`)."""
-        raise NotImplementedError("MPSL evaluates centrally through evaluate_fn")
+        return states
 
 
 def _reply_problem(

@@ -7,24 +7,15 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
 from mpsl_flower.config import RunConfig
-from mpsl_flower.model_inputs import load_inputs
-from mpsl_flower.server_app import STRATEGIES
-from strategies.global_model import central_evaluation, initial_arrays
+from mpsl_flower.server_app import STRATEGIES, start
 
 CPU = torch.device("cpu")
 
 
 def run_strategy(config: RunConfig, grid: Grid | None) -> tuple[Strategy, Result]:
-    """`config.method`'s strategy, started with Flower's arguments; returns it and its `Result`."""
+    """`config.method`'s strategy (no results folder), started as the ServerApp starts it; it and its `Result`."""
     strategy = STRATEGIES[config.method](config, CPU)
-    result = strategy.start(
-        grid=grid,
-        initial_arrays=initial_arrays(config),
-        num_rounds=config.num_epochs,
-        timeout=config.step_timeout_s,
-        evaluate_fn=central_evaluation(config, load_inputs(config).test, CPU),
-    )
-    return strategy, result
+    return strategy, start(strategy, config, grid, CPU)
 
 
 def epoch_records(result: Result) -> list[dict]:

@@ -70,3 +70,16 @@ def test_a_tilde_in_output_dir_and_in_read_metrics_means_home(monkeypatch, tmp_p
     assert results.folder.parent == tmp_path / "results"
     results.log_epoch({"epoch": 1})
     assert read_metrics(f"~/results/{results.folder.name}") == [{"epoch": 1}]
+
+
+def test_the_original_scripts_dataset_names_are_aliases():
+    assert parse_run_config({"dataset": "t4sa"}).dataset == "b-t4sa"
+    assert parse_run_config({"dataset": "coco-retrieval"}).dataset == "mscoco"
+
+
+def test_minus_one_blocks_means_all_or_none_with_a_frozen_encoder_as_in_the_original():
+    assert parse_run_config({"nr-of-last-encoder-blocks-to-finetune": -1}).finetune_blocks == 4
+    frozen = {"nr-of-last-encoder-blocks-to-finetune": -1, "freeze-encoder": True}
+    assert parse_run_config(frozen).finetune_blocks == 0
+    with pytest.raises(ConfigError, match="freeze-encoder=true trains no encoder block, but .*=2; set it to 0 or -1"):
+        parse_run_config({"freeze-encoder": True})

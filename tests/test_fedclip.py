@@ -70,3 +70,18 @@ def test_on_retrieval_captions_the_adapter_softmax_runs_over_the_captions_as_the
     adapter = FeatureAdapter(8)
     captions = torch.randn(3, 5, 8)  # [batch, captions, features]
     torch.testing.assert_close(adapter.attention(captions).sum(dim=1), torch.ones(3, 8))
+
+
+def test_the_adapter_approach_serves_the_centralized_method_too(fast_run_config):
+    config = parse_run_config({**fast_run_config, "method": "centralized", "use-adapter-approach": True})
+    trainable = {name for name, p in new_full_model(config).named_parameters() if p.requires_grad}
+    assert trainable and all(name.startswith(("client.", "server.adapters.", "server.head.")) for name in trainable)
+    assert any(name.startswith("server.adapters.image.") for name in trainable)
+
+
+def test_a_unified_adapter_is_one_adapter_for_every_modality(fast_run_config):
+    config = parse_run_config({**fast_run_config, "method": "fedclip", "include-unified-adapter": True})
+    model = new_server_model(config)
+    assert set(model.adapters) == {"unified"}
+    feature = torch.randn(2, 96)
+    torch.testing.assert_close(model._adapted("image", feature), model._adapted("text", feature))

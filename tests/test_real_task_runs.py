@@ -99,6 +99,7 @@ def test_retrieval_runs_through_the_flower_path_with_embeddings_on_the_wire(tmp_
     assert record["clients_aggregated"] == 2 and "test_r1_text_to_image" in record
     info = json.loads((folder / "run_info.json").read_text())
     assert info["weights"]["text encoder"].startswith("bag-of-words")
+    assert info["preprocessing"]["retrieval_scoring"] == "dot" and info["test_samples"] == 4
     errors = [r for r in grid.replies_sent if r.has_error()]
     assert not errors, [r.error.reason for r in errors]
 

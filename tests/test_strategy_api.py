@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flwr.app import ConfigRecord
 from inprocess_grid import InProcessGrid
-from strategy_runs import CPU, epoch_records
+from strategy_runs import CPU, epoch_records, run_strategy
 
 from mpsl_flower import client_app, server_app, wire
 from mpsl_flower.config import parse_run_config
@@ -62,3 +62,33 @@ def test_mpsl_starts_its_server_from_the_given_server_half(fast_config):
     strategy = MpslStrategy(dataclasses.replace(fast_config, num_epochs=1), CPU)
     strategy._load_initial_arrays(wire.tensors_to_record(arrays))
     assert not strategy.server.model.head.weight.detach().any()
+
+
+@pytest.mark.parametrize("method", ["mpsl", "fedavg"])
+def test_each_clients_own_model_is_validated_when_asked(fast_run_config, method):
+    run_config = {**fast_run_config, "method": method, "validate-only-aggregated-model": False}
+    config = parse_run_config(run_config)
+    grid = InProcessGrid(client_app.app, NUM_CLIENTS, run_config)
+    _, result = run_strategy(config, grid)
+    (record,) = epoch_records(result)
+    assert record["client_test_partitions"] == list(range(NUM_CLIENTS))
+    accuracies = record["client_test_accuracy"]
+    assert len(accuracies) == NUM_CLIENTS and record["client_test_accuracy_mean"] == pytest.approx(np.mean(accuracies))
+    if method == "mpsl":  # client 1's own tokenizers in front of the final server half
+        model = new_full_model(config)
+        load_trainable(model, wire.record_to_arrays(result.arrays))
+        state = wire.record_to_arrays(grid.contexts[grid.node_ids[1]].state[wire.STATE_CLIENT])
+        load_trainable(model.client, {k: v for k, v in state.items() if not k.startswith("optimizer.")})
+        tested = evaluate(model.client, model.server, load_inputs(config).test, config.eval_batch_size)
+        assert accuracies[1] == pytest.approx(tested["test_accuracy"])
+
+
+def test_saving_follows_the_originals_options(fast_run_config, tmp_path):
+    run_config = {**fast_run_config, "method": "centralized", "nr-of-epochs": 2}
+    for options, expected in (
+        ({"save-model-after-each-epoch": True}, {"mpsl_model.pt", "mpsl_model-epoch1.pt", "mpsl_model-epoch2.pt"}),
+        ({"save-final-model": False}, set()),
+    ):
+        config = parse_run_config({**run_config, **options, "output-dir": str(tmp_path / str(len(expected)))})
+        _, results = server_app.train(config, grid=None)
+        assert {path.name for path in results.folder.glob("*.pt")} == expected

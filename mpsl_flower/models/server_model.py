@@ -8,6 +8,8 @@ from torch import nn
 from mpsl_flower.models.encoder import Encoder, EncoderSize
 from tasks.spec import RETRIEVAL, TaskSpec
 
+UNIFIED_ADAPTER = "unified"  # one adapter that every modality shares
+
 
 class FeatureAdapter(nn.Module):
     """FedCLIP's adapter: Linear, Tanh, Linear, Softmax; its output scales the feature elementwise.
@@ -72,4 +74,6 @@ class ServerModel(nn.Module):
         return self.post_norm(torch.cat([image.unsqueeze(1), text], dim=1))
 
     def _adapted(self, modality: str, feature: torch.Tensor) -> torch.Tensor:
+        if UNIFIED_ADAPTER in self.adapters:
+            return self.adapters[UNIFIED_ADAPTER](feature)
         return self.adapters[modality](feature) if modality in self.adapters else feature

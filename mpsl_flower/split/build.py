@@ -15,7 +15,7 @@ from mpsl_flower.models.pretrained import (
     initialise_client_model,
     initialise_server_model,
 )
-from mpsl_flower.models.server_model import ServerModel
+from mpsl_flower.models.server_model import UNIFIED_ADAPTER, ServerModel
 from mpsl_flower.models.tokenizers import ClientModel
 from mpsl_flower.split.client_side import ClientSide
 from mpsl_flower.split.server_side import ServerSide
@@ -45,14 +45,17 @@ def new_client_side(config: RunConfig, pretrained: bool = True) -> ClientSide:
 def new_server_model(config: RunConfig) -> ServerModel:
     """The initial server-side model: encoder, readout, post-LN and head.
 
-    FedCLIP freezes the whole encoder and adds an adapter per chosen modality of the task.
+    The adapter approach (FedCLIP, or `use-adapter-approach`) freezes the whole encoder and adds an
+    adapter per chosen modality of the task, or one shared by all (`include-unified-adapter`).
     """
     torch.manual_seed(config.seed + 1)
     task = TASKS[config.dataset]
     finetune_blocks, adapters = config.finetune_blocks, ()
-    if config.method == "fedclip":
+    if config.uses_adapters:
         finetune_blocks = 0
         adapters = tuple(m for m in task.modalities if config.adapter_modalities.get(m, False))
+        if config.unified_adapter:
+            adapters = (UNIFIED_ADAPTER,)
     size = ENCODER_SIZES[config.encoder_size]
     model = ServerModel(task, size, finetune_blocks, config.post_layer_norm, adapters, task_objective(config))
     model.weight_sources = initialise_server_model(model.encoder, model.post_norm, config)
