@@ -20,7 +20,7 @@ from tasks.registry import TASKS
 METHODS = ("mpsl", "fedavg", "fedclip", "centralized")
 SPLIT_TYPES = ("iid", "noniid")
 DEVICES = ("auto", "cpu", "cuda")
-TEXT_ENCODERS = ("auto", "clip", "openclip", "minilm", "bag-of-words")
+TEXT_ENCODERS = ("auto", "clip", "openclip", "minilm", "bag-of-words", "token-ids")
 RETRIEVAL_SCORINGS = ("dot", "cosine")
 DATASET_ALIASES = {"t4sa": "b-t4sa", "coco-retrieval": "mscoco"}  # the original scripts' names
 MINILM_WIDTH = 384

@@ -29,7 +29,7 @@ def test_defaults_parse_to_the_default_config():
         ({"method": "fedsgd"}, ["method", "mpsl"]),
         ({"dataset-split-type": "skewed"}, ["dataset-split-type", "iid", "noniid"]),
         ({"encoder-size": "vit-z"}, ["encoder-size", "vit-b16"]),
-        ({"nr-of-last-encoder-blocks-to-finetune": 5}, ["nr-of-last-encoder-blocks-to-finetune", "0..4"]),
+        ({"nr-of-last-encoder-blocks-to-finetune": 5}, ["nr-of-last-encoder-blocks-to-finetune", "-1..4"]),
         ({"batch-size": 0}, ["batch-size", "at least 1"]),
         ({"start-lr": -1.0}, ["start-lr", "greater than 0"]),
         ({"start-lr": "fast"}, ["start-lr", "float"]),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -109,3 +111,12 @@ def test_a_real_dataset_loads_through_the_run_config_with_text_features(tmp_path
 def test_a_real_dataset_without_a_data_dir_says_which_key_to_set():
     with pytest.raises(DatasetError, match="set torch-data-dir to the folder that holds coco-qa/"):
         load_task_data("coco-qa", 2024, None, None)
+
+
+def test_flickr30k_images_from_the_hugging_face_copys_zip_are_unpacked_on_first_use(tmp_path):
+    facts = write_karpathy(tmp_path, "flickr30k")
+    root = tmp_path / "flickr30k"
+    shutil.make_archive(str(root / "flickr30k-images"), "zip", root, "flickr30k-images")  # as hf download leaves it
+    shutil.rmtree(root / "flickr30k-images")
+    splits = flickr30k.samples(tmp_path)
+    assert len(splits["train"]) == facts["train"] and all(Path(s.image).is_file() for s in splits["test"])

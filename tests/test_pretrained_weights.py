@@ -247,6 +247,28 @@ def test_by_default_the_text_encoder_is_the_originals_openai_clip(openai_clip_fo
     assert resolve_text_encoder(_config(tmp_path, **openclip)).name == "minilm"  # no OpenCLIP file there
 
 
+def test_wider_encoders_get_the_originals_vit_l14_text_encoder(tmp_path):
+    write_openai_clip_text(tmp_path / "clip-vit-large-patch14", projection=768)
+    write_openai_clip_text(tmp_path / "clip-vit-base-patch16")
+    for size, folder in (("vit-l14", "clip-vit-large-patch14"), ("vit-b16", "clip-vit-base-patch16")):
+        config = _config(tmp_path, **{"encoder-size": size, "tokenizer-weights-cache-dir": str(tmp_path)})
+        encoder = resolve_text_encoder(config)
+        width = 768 if size == "vit-l14" else 512
+        assert encoder.name == "clip" and tuple(encoder.encode(["a cat"]).shape) == (1, width)
+        assert f"model.safetensors:{(tmp_path / folder / 'model.safetensors').stat().st_size}:" in encoder.identity
+
+
+def test_vit_ti_and_s_get_the_token_ids_as_the_original_does(tmp_path):
+    for size in ("vit-ti16", "vit-s16"):
+        encoder = resolve_text_encoder(_config(tmp_path, **{"encoder-size": size}))
+        assert encoder.name == "token-ids"
+    features = encoder.encode(["a photo of a cat"])
+    assert tuple(features.shape) == (1, 77)
+    assert features[0, :7].tolist() == [49406, 320, 1125, 539, 320, 2368, 49407] and not features[0, 7:].any()
+    minilm = _config(tmp_path, **{"encoder-size": "vit-s16", "text-encoder": "minilm"})
+    assert resolve_text_encoder(minilm).name == "minilm"
+
+
 def test_an_incomplete_openai_clip_folder_names_the_missing_files(tmp_path):
     path = write_openai_clip_text(tmp_path / "clip-vit-base-patch16")
     (path.parent / "merges.txt").unlink()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
-from flwr.app import ConfigRecord
+from flwr.app import ConfigRecord, Context, RecordDict
 from inprocess_grid import InProcessGrid
 from strategy_runs import CPU, epoch_records, run_strategy
 
@@ -92,3 +94,15 @@ def test_saving_follows_the_originals_options(fast_run_config, tmp_path):
         config = parse_run_config({**run_config, **options, "output-dir": str(tmp_path / str(len(expected)))})
         _, results = server_app.train(config, grid=None)
         assert {path.name for path in results.folder.glob("*.pt")} == expected
+
+
+def test_the_readmes_own_server_app_example_runs(fast_run_config, capsys):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (example,) = [block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "@app.main()" in block]
+    namespace: dict = {}
+    exec(compile(example, "README.md", "exec"), namespace)
+    grid = InProcessGrid(client_app.app, NUM_CLIENTS, fast_run_config)
+    namespace["main"](
+        grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=fast_run_config)
+    )
+    assert 0.0 <= float(capsys.readouterr().out.strip().splitlines()[-1]) <= 1.0

@@ -3,14 +3,15 @@
 | part | file (see `weight_files`) | without it |
 |---|---|---|
 | encoder blocks | Meta-Transformer encoder, else the vision checkpoint's blocks | random init |
-| image tokenizer, pre-LN | vision checkpoint: `conv1`, `class_embedding`, `positional_embedding`; `ln_pre` | random |
-| post-LN | vision checkpoint: `ln_post` | random init |
+| image tokenizer | vision checkpoint: `conv1`, `class_embedding`, `positional_embedding` | random init |
+| pre-LN, post-LN | vision checkpoint: `ln_pre`, `ln_post` | random init |
+| audio tokenizer | AST AudioSet checkpoint | random init |
+| text encoder (`auto`) | OpenAI CLIP folder (B/16 to 768 wide, L/14 above), else OpenCLIP | MiniLM, bag of words |
 
 The vision checkpoint is the OpenCLIP file of the size (B, L, H), or for ViT-Ti/16 and ViT-S/16
 the original's transformers ViT (`WinKawaks/vit-*-patch16-224`), read in OpenCLIP's names; it
-has no `ln_pre`, so pre-LN stays random there, as in the original.
-| audio tokenizer | AST AudioSet checkpoint | random init |
-| text encoder (`text-encoder=auto`) | OpenAI CLIP ViT-B/16 folder, else OpenCLIP text tower | MiniLM, or bag of words |
+has no `ln_pre`, so pre-LN stays random there, as in the original. As in the original too,
+ViT-Ti/16 and ViT-S/16 get the CLIP token ids themselves as text features.
 
 A missing file is not an error: the part falls back as above, a warning names the file,
 the folder to put it in and where to get it, and the returned sources record it for the
@@ -46,6 +47,7 @@ from mpsl_flower.models.text_encoders import (
     minilm_text_encoder,
     open_clip_text_encoder,
     openai_clip_text_encoder,
+    token_ids_text_encoder,
 )
 from mpsl_flower.models.tokenizers import AudioTokenizer, ClientModel
 from mpsl_flower.models.weight_files import (
@@ -53,13 +55,17 @@ from mpsl_flower.models.weight_files import (
     HF_VIT_FILES,
     META_TRANSFORMER_FILES,
     OPEN_CLIP_FILES,
-    OPENAI_CLIP_TEXT,
+    OPENAI_CLIP_TEXT_B16,
+    OPENAI_CLIP_TEXT_L14,
     WeightFile,
 )
 from tasks.registry import TASKS
 
 logger = logging.getLogger(__name__)
 RANDOM = "random init"
+CLIP_B16_MAX_WIDTH = 768  # wider encoders get the original's ViT-L/14 text encoder
+# The original's ViT-Ti/16 and ViT-S/16 are narrower than CLIP's text feature: it feeds them the token ids.
+TOKEN_ID_SIZES = ("vit-ti16", "vit-s16")
 
 
 def _find(files: dict[str, WeightFile], config: RunConfig):
@@ -154,8 +160,10 @@ def initialise_server_model(encoder: Encoder, post_norm: torch.nn.Module, config
 def resolve_text_encoder(config: RunConfig) -> FrozenTextEncoder:
     """The frozen text encoder of this run (see the module table); cheap until it encodes."""
     width = ENCODER_SIZES[config.encoder_size].dim
+    if config.text_encoder == "token-ids" or (config.text_encoder == "auto" and config.encoder_size in TOKEN_ID_SIZES):
+        return token_ids_text_encoder()
     if config.text_encoder in ("auto", "clip") and width >= CLIP_TEXT_WIDTH:
-        openai_path = _find_file(OPENAI_CLIP_TEXT, config)
+        openai_path = _find_file(OPENAI_CLIP_TEXT_B16 if width <= CLIP_B16_MAX_WIDTH else OPENAI_CLIP_TEXT_L14, config)
         if openai_path:
             return openai_clip_text_encoder(openai_path)
     if config.text_encoder in ("auto", "openclip"):

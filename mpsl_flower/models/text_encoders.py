@@ -174,6 +174,22 @@ def _bpe_vocabulary_digest() -> str:
     return hashlib.sha256(Path(open_clip.tokenizer.default_bpe()).read_bytes()).hexdigest()[:12]
 
 
+class _TokenIds(nn.Module):
+    """The 77 CLIP BPE token ids of a text, as numbers: the original's text input without a text encoder."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tokenizer = clip_tokenizer()
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        return self.tokenizer(texts).float()
+
+
+def token_ids_text_encoder() -> FrozenTextEncoder:
+    """No encoder: the token ids, as the original's `--use_clip_encoder_for_text_embeddings False` (and Ti/S)."""
+    return FrozenTextEncoder("token-ids", f"clip-token-ids|bpe-{_bpe_vocabulary_digest()}", _TokenIds)
+
+
 def bag_of_words_text_encoder(seed: int) -> FrozenTextEncoder:
     """Seeded random CLIP-BPE token vectors, averaged: frozen, cheap, and narrow (64-d)."""
     identity = f"bag-of-words:{BAG_OF_WORDS_DIM}:seed{seed}|bpe-{_bpe_vocabulary_digest()}"

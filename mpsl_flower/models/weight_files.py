@@ -52,15 +52,20 @@ def _open_clip(repository: str) -> WeightFile:
     return WeightFile(TOKENIZER_WEIGHTS_KEY, names, f"https://huggingface.co/laion/{repository}", feeds)
 
 
-# The original's text encoder (`clip.load('ViT-B/16')`), in the Hugging Face layout that
-# transformers reads: the folder holds the model file, config.json and the tokenizer files.
-OPENAI_CLIP_TEXT_FOLDER = "clip-vit-base-patch16"
-OPENAI_CLIP_TEXT = WeightFile(
-    TOKENIZER_WEIGHTS_KEY,
-    tuple(f"{OPENAI_CLIP_TEXT_FOLDER}/{name}" for name in ("model.safetensors", "pytorch_model.bin")),
-    "https://huggingface.co/openai/clip-vit-base-patch16",
-    "CLIP text encoder (OpenAI CLIP ViT-B/16, the original's)",
-)
+def _openai_clip_text(repository: str) -> WeightFile:
+    """One of the original's text encoders (`clip.load`), in the Hugging Face layout transformers reads:
+    the folder holds the model file, config.json and the tokenizer files."""
+    return WeightFile(
+        TOKENIZER_WEIGHTS_KEY,
+        tuple(f"{repository}/{name}" for name in ("model.safetensors", "pytorch_model.bin")),
+        f"https://huggingface.co/openai/{repository}",
+        f"CLIP text encoder (OpenAI {repository}, the original's)",
+    )
+
+
+# The original encodes text with OpenAI CLIP ViT-B/16 for encoders up to 768 wide, ViT-L/14 above.
+OPENAI_CLIP_TEXT_B16 = _openai_clip_text("clip-vit-base-patch16")
+OPENAI_CLIP_TEXT_L14 = _openai_clip_text("clip-vit-large-patch14")
 
 # Keyed by encoder size (see `ENCODER_SIZES`); a size without an entry has no such file.
 META_TRANSFORMER_FILES = {

@@ -20,7 +20,9 @@ from tasks.spec import LATE_FUSION, RETRIEVAL, ImageInput, TaskSpec, TextInput
 logger = logging.getLogger(__name__)
 CAPTIONS = 5
 SPLITS = {"train": "train", "test": "test"}
-CAPTION_ARCHIVE_URL = "http://cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip"
+CAPTION_ARCHIVE_URL = (
+    "https://cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip"  # https, as the original notes
+)
 
 
 def retrieval_spec(name: str, description: str) -> TaskSpec:
