@@ -21,7 +21,7 @@ from mpsl_flower.models.full_model import FullModel
 from mpsl_flower.split.schedule import steps_per_epoch
 from tasks.audio import FBANK_MEAN, FBANK_STD
 from tasks.registry import TASKS
-from tasks.spec import RETRIEVAL
+from tasks.spec import PIXEL_NORMALISATIONS, RETRIEVAL
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
@@ -104,7 +104,9 @@ def preprocessing_facts(config: RunConfig) -> dict[str, str]:
     task = TASKS[config.dataset]
     facts = {"augmentation": "none: every input is decoded once into the cache"}
     if task.image is not None:
-        facts["image"] = f"{task.image.size} px, uint8, normalised with OpenAI CLIP's mean and std by the tokenizer"
+        image = task.image
+        mean, std = PIXEL_NORMALISATIONS[image.normalisation]
+        facts["image"] = f"{image.size} px ({image.resize}), {image.normalisation} mean {mean} and std {std}"
     if task.audio is not None:
         facts["audio"] = (
             f"Kaldi fbank, {task.audio.num_frames} frames x {task.audio.num_mel_bins} mel bins, "

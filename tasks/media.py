@@ -41,10 +41,14 @@ def _square(image: Image.Image, resize_to: int, size: int) -> np.ndarray:
     return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8).transpose(2, 0, 1).copy()
 
 
-def load_image(path: Path, size: int) -> np.ndarray:
-    """An image file as uint8 [3, size, size] (shorter side to `size`, centre crop)."""
+def load_image(path: Path, size: int, stretch: bool = False) -> np.ndarray:
+    """An image file as uint8 [3, size, size]: stretched to it (bicubic, as `facebook/vit-mae-base`'s
+    processor resizes), or shorter side to `size` and centre crop."""
     try:
         with Image.open(path) as image:
+            if stretch:
+                resized = image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+                return np.asarray(resized, dtype=np.uint8).transpose(2, 0, 1).copy()
             return _square(image, size, size)
     except (OSError, ValueError) as error:
         raise MediaError(path, f"not a readable image ({error})") from error

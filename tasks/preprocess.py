@@ -91,7 +91,7 @@ def _decode(spec: TaskSpec, sample: Sample) -> dict[str, np.ndarray]:
     values = {}
     if spec.image is not None:
         if sample.image is not None:
-            values["image"] = load_image(Path(sample.image), spec.image.size)
+            values["image"] = load_image(Path(sample.image), spec.image.size, stretch=spec.image.resize == "stretch")
         else:
             path, at = sample.frame
             values["image"] = load_frame(Path(path), at, spec.image.size)

@@ -16,11 +16,31 @@ CLASSIFICATION = "classification"  # head + cross-entropy, metric accuracy
 RETRIEVAL = "retrieval"  # no head: image and caption embeddings, contrastive loss, metric R@1/5/10
 
 
+# How pixels are normalised in the tokenizer: (mean, std) per channel, for pixels in [0, 1].
+PIXEL_NORMALISATIONS = {
+    "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),  # OpenAI CLIP's
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # `facebook/vit-mae-base`'s processor
+    "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),  # torchvision's ToTensor alone
+}
+
+
 @dataclass(frozen=True)
 class ImageInput:
-    """An RGB image (or video frame) fed to the client's patch-embedding tokenizer."""
+    """An RGB image (or video frame) fed to the client's patch-embedding tokenizer.
+
+    `resize`: "crop" scales the shorter side and crops the centre square; "stretch" scales to
+    size x size, as a `ViTImageProcessor` does. `normalisation` names an entry of
+    `PIXEL_NORMALISATIONS`.
+    """
 
     size: int  # square side in pixels
+    resize: str = "crop"
+    normalisation: str = "clip"
+
+
+# COCO-QA, B-T4SA, Flickr30K and MS-COCO images, as the original's `facebook/vit-mae-base` processor
+# gives them: resized to 224 x 224, ImageNet mean and std.
+ORIGINAL_STILL_IMAGE = ImageInput(size=224, resize="stretch", normalisation="imagenet")
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from fixtures_images import write_coco_qa, write_karpathy
+from PIL import Image
 
 from mpsl_flower.config import parse_run_config
 from mpsl_flower.model_inputs import load_inputs
+from mpsl_flower.models.tokenizers import ImageTokenizer
 from tasks.datasets import coco_qa, flickr30k, mscoco
+from tasks.media import load_image
 from tasks.preprocess import DONE_FILE, SKIPPED_FILE, DatasetError, build_split
 from tasks.registry import load_task_data
 
@@ -120,3 +124,20 @@ def test_flickr30k_images_from_the_hugging_face_copys_zip_are_unpacked_on_first_
     shutil.rmtree(root / "flickr30k-images")
     splits = flickr30k.samples(tmp_path)
     assert len(splits["train"]) == facts["train"] and all(Path(s.image).is_file() for s in splits["test"])
+
+
+def test_still_images_are_prepared_as_the_originals_vit_mae_processor(tmp_path):
+    """Stretched to 224 x 224 (no crop: the edges stay) and normalised with ImageNet's mean and std."""
+    pixels = np.zeros((32, 64, 3), dtype=np.uint8)
+    pixels[:, :4] = (0, 255, 0)  # a green strip at the far left edge, which a centre crop would cut
+    pixels[:, 4:] = (255, 0, 0)
+    Image.fromarray(pixels).save(tmp_path / "wide.png")
+    stretched = load_image(tmp_path / "wide.png", 224, stretch=True)
+    cropped = load_image(tmp_path / "wide.png", 224)
+    assert stretched.shape == cropped.shape == (3, 224, 224)
+    assert stretched[1, :, 0].mean() > 200 and cropped[1, :, 0].mean() < 50
+    for module in (coco_qa, flickr30k, mscoco):
+        assert (module.SPEC.image.resize, module.SPEC.image.normalisation) == ("stretch", "imagenet")
+    tokenizer = ImageTokenizer(coco_qa.SPEC.image, 96, 16)
+    torch.testing.assert_close(tokenizer.mean.flatten(), torch.tensor([0.485, 0.456, 0.406]))
+    torch.testing.assert_close(tokenizer.std.flatten(), torch.tensor([0.229, 0.224, 0.225]))

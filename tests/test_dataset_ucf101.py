@@ -8,8 +8,8 @@ import pytest
 import torch
 from fixtures_video import corrupt_video, write_ucf101
 
-from mpsl_flower.models.tokenizers import AudioTokenizer
-from tasks.datasets import ucf101
+from mpsl_flower.models.tokenizers import AudioTokenizer, ImageTokenizer
+from tasks.datasets import kinetics_sounds, ucf101
 from tasks.preprocess import DONE_FILE, SKIPPED_FILE, DatasetError, build_split
 from tasks.spec import LATE_FUSION
 
@@ -23,6 +23,10 @@ def test_the_task_is_one_frame_and_10_24_s_of_audio_in_late_fusion():
     assert (spec.name, spec.num_classes, spec.fusion) == ("ucf101", 51, LATE_FUSION)
     assert spec.streams == ("image", "audio") and spec.readout == (("image", 0, "image"), ("audio", 0, "audio"))
     assert spec.image.size == 224 and (spec.audio.num_frames, spec.audio.num_mel_bins) == (1024, 128)
+    assert spec.image.normalisation == "none"  # the original's frame transform ends in ToTensor, no Normalize
+    assert kinetics_sounds.SPEC.image == spec.image
+    tokenizer = ImageTokenizer(spec.image, 96, 16)
+    assert tokenizer.mean.abs().sum() == 0 and (tokenizer.std == 1).all()
     assert AudioTokenizer.num_patches(1024, 128) == 1212
     assert [a.unpack_to for a in ucf101.ARCHIVES] == ["ucf101", "ucf101"]
 

@@ -161,7 +161,8 @@ def test_a_run_leaves_config_metrics_and_model_in_its_results_folder(fast_run_co
     assert info["num_clients"] == NUM_CLIENTS
     assert info["train_samples"] == sum(info["partition_sizes"].values())
     assert info["test_samples"] == len(load_inputs(parse_run_config(run_config)).test) == 1500
-    assert info["preprocessing"]["image"].startswith("32 px") and "retrieval_scoring" not in info["preprocessing"]
+    preprocessing = info["preprocessing"]
+    assert preprocessing["image"].startswith("32 px (crop), clip mean") and "retrieval_scoring" not in preprocessing
     versions = info["versions"]
     assert (versions["torch"], versions["flwr"]) == (torch.__version__, flwr.__version__)
     assert versions["timm"] and versions["mpsl-flower"]

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import torch
-from timm.data import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from torch import nn
 
-from tasks.spec import FUSED_STREAM, AudioInput, ImageInput, TaskSpec
+from tasks.spec import FUSED_STREAM, PIXEL_NORMALISATIONS, AudioInput, ImageInput, TaskSpec
 
 
 class ImageTokenizer(nn.Module):
     """Patch embedding (conv, no bias) + CLS + learned position embedding, as in CLIP ViT.
 
-    Pixels are normalised with CLIP's mean and std, which the OpenCLIP weights expect.
+    Pixels arrive as uint8 and are normalised here as the task says (`ImageInput.normalisation`):
+    for the real datasets as the original does, for the embedded tasks with CLIP's statistics.
     """
 
     def __init__(self, spec: ImageInput, dim: int, patch: int) -> None:
@@ -23,8 +23,9 @@ class ImageTokenizer(nn.Module):
         num_patches = (spec.size // patch) ** 2
         self.cls_token = nn.Parameter(torch.randn(dim) * dim**-0.5)
         self.pos_embed = nn.Parameter(torch.randn(num_patches + 1, dim) * dim**-0.5)
-        self.register_buffer("mean", torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1), persistent=False)
+        mean, std = PIXEL_NORMALISATIONS[spec.normalisation]
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, image_uint8: torch.Tensor) -> torch.Tensor:
         pixels = (image_uint8.float() / 255.0 - self.mean) / self.std

@@ -21,7 +21,7 @@ import logging
 from pathlib import Path
 
 from tasks.preprocess import DatasetError, Sample
-from tasks.spec import ImageInput, early_fusion_task
+from tasks.spec import ORIGINAL_STILL_IMAGE, early_fusion_task
 
 logger = logging.getLogger(__name__)
 FOLDER = "b-t4sa"
@@ -33,7 +33,7 @@ SPEC = early_fusion_task(
     "b-t4sa",
     "B-T4SA: tweet image + text, 3-class sentiment classification (early fusion)",
     CLASS_NAMES,
-    image=ImageInput(size=224),
+    image=ORIGINAL_STILL_IMAGE,
 )
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from tasks.download import Archive
 from tasks.preprocess import DatasetError, Sample
-from tasks.spec import ImageInput, early_fusion_task
+from tasks.spec import ORIGINAL_STILL_IMAGE, early_fusion_task
 
 FOLDER = "coco-qa"
 NUM_ANSWERS = 430
@@ -31,7 +31,7 @@ SPEC = early_fusion_task(
     "coco-qa",
     "COCO-QA: COCO image + question, 430-answer classification (early fusion)",
     class_names=(),  # the answers are read from the data
-    image=ImageInput(size=224),
+    image=ORIGINAL_STILL_IMAGE,
     num_classes=NUM_ANSWERS,
 )
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tasks.download import Archive
 from tasks.preprocess import DatasetError, Sample
-from tasks.spec import LATE_FUSION, RETRIEVAL, ImageInput, TaskSpec, TextInput
+from tasks.spec import LATE_FUSION, ORIGINAL_STILL_IMAGE, RETRIEVAL, TaskSpec, TextInput
 
 logger = logging.getLogger(__name__)
 CAPTIONS = 5
@@ -35,7 +35,7 @@ def retrieval_spec(name: str, description: str) -> TaskSpec:
         fusion=LATE_FUSION,
         readout=(("image", 0, "image"), ("text", 0, "text")),
         objective=RETRIEVAL,
-        image=ImageInput(size=224),
+        image=ORIGINAL_STILL_IMAGE,
         text=TextInput(per_sample=CAPTIONS),
     )
 
