@@ -108,10 +108,13 @@ def preprocessing_facts(config: RunConfig) -> dict[str, str]:
         mean, std = PIXEL_NORMALISATIONS[image.normalisation]
         facts["image"] = f"{image.size} px ({image.resize}), {image.normalisation} mean {mean} and std {std}"
     if task.audio is not None:
-        facts["audio"] = (
-            f"Kaldi fbank, {task.audio.num_frames} frames x {task.audio.num_mel_bins} mel bins, "
-            f"(x - {FBANK_MEAN}) / (2 x {FBANK_STD})"
+        audio = task.audio
+        prepared = (
+            "waveform zero-padded to the window, not normalised (the original's)"
+            if audio.original
+            else f"zero-padded, normalised (x - {FBANK_MEAN}) / (2 x {FBANK_STD})"
         )
+        facts["audio"] = f"Kaldi fbank, {audio.num_frames} frames x {audio.num_mel_bins} mel bins, {prepared}"
     if task.objective == RETRIEVAL:
         facts["retrieval_scoring"] = config.retrieval_scoring
     return facts

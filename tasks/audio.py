@@ -23,17 +23,24 @@ def fbank_frames(clip_seconds: float) -> int:
     return round(clip_seconds * FRAMES_PER_SECOND)
 
 
-def waveform_to_fbank(waveform: torch.Tensor, sample_rate: int, num_frames: int) -> torch.Tensor:
-    """Normalised fbank [num_frames, 128] of a mono or multi-channel waveform [channels, samples].
+def waveform_to_fbank(
+    waveform: torch.Tensor, sample_rate: int, num_frames: int, original: bool = False
+) -> torch.Tensor:
+    """Fbank [num_frames, 128] of a mono or multi-channel waveform [channels, samples].
 
-    The waveform is mixed down to mono, resampled to 16 kHz and mean-centred, as AST does;
-    the fbank is zero-padded at the end or cut to `num_frames`.
+    The waveform is mixed down to mono, resampled to 16 kHz and mean-centred, as AST does.
+    `original=False`: the fbank is zero-padded at the end or cut to `num_frames`, then normalised
+    with AudioSet's statistics. `original=True`, as the original code: the waveform is zero-padded
+    to the window's length (`num_frames` / 100 s) before the fbank, and the fbank is not normalised.
     """
     if waveform.dim() == 1:
         waveform = waveform.unsqueeze(0)
     mono = waveform.float().mean(dim=0, keepdim=True)
     if sample_rate != SAMPLE_RATE:
         mono = torchaudio.functional.resample(mono, sample_rate, SAMPLE_RATE)
+    if original:
+        window = num_frames * SAMPLE_RATE // FRAMES_PER_SECOND
+        mono = torch.nn.functional.pad(mono, (0, max(0, window - mono.shape[1])))[:, :window]
     mono = mono - mono.mean()
     fbank = torchaudio.compliance.kaldi.fbank(
         mono,
@@ -45,6 +52,6 @@ def waveform_to_fbank(waveform: torch.Tensor, sample_rate: int, num_frames: int)
         use_energy=False,
         dither=0.0,
     )
-    if fbank.shape[0] < num_frames:
+    if fbank.shape[0] < num_frames:  # with `original`, the 2 frames a window's edges cost
         fbank = torch.nn.functional.pad(fbank, (0, 0, 0, num_frames - fbank.shape[0]))
-    return (fbank[:num_frames] - FBANK_MEAN) / (2 * FBANK_STD)
+    return fbank[:num_frames] if original else (fbank[:num_frames] - FBANK_MEAN) / (2 * FBANK_STD)

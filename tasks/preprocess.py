@@ -100,7 +100,8 @@ def _decode(spec: TaskSpec, sample: Sample) -> dict[str, np.ndarray]:
         if start is None:
             start = max(0.0, media_duration(Path(path)) / 2 - seconds / 2)
         waveform = load_audio(Path(path), start, seconds)
-        values["fbank"] = waveform_to_fbank(waveform, SAMPLE_RATE, spec.audio.num_frames).numpy().astype(np.float16)
+        fbank = waveform_to_fbank(waveform, SAMPLE_RATE, spec.audio.num_frames, spec.audio.original)
+        values["fbank"] = fbank.numpy().astype(np.float16)
     return values
 
 

@@ -45,10 +45,16 @@ ORIGINAL_STILL_IMAGE = ImageInput(size=224, resize="stretch", normalisation="ima
 
 @dataclass(frozen=True)
 class AudioInput:
-    """A Kaldi fbank (frames x mel bins) fed to the client's audio patch tokenizer."""
+    """A Kaldi fbank (frames x mel bins) fed to the client's audio patch tokenizer.
+
+    `original`: prepared as the original code does for its datasets (the waveform zero-padded to
+    the window before the fbank, the fbank not normalised); otherwise the fbank is padded and
+    normalised with AudioSet's statistics, as AST was trained (the embedded task).
+    """
 
     num_frames: int
     num_mel_bins: int = 128
+    original: bool = False
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,10 @@ def test_a_split_decodes_to_224_pixel_frames_and_1024_frame_fbanks(tmp_path):
     # 2.5 s of tone: the loudest mel bin rises with the class's tone (300, 700, 900 Hz); then padding.
     peaks = batch["fbank"][:, :200].float().mean(dim=1).argmax(dim=1).tolist()
     assert peaks[0] < peaks[1] < peaks[2]
-    assert batch["fbank"][:, 300:].float().std() == 0
+    # As the original: the waveform is zero-padded to 10.24 s, so the fbank's 1,022 frames end in silence,
+    # not normalised; the 2 frames to 1,024 are zeros no audio patch reads.
+    assert batch["fbank"][:, 300:1022].float().std() == 0 and (batch["fbank"][:, 300, 0] < -15).all()
+    assert not batch["fbank"][:, 1022:].any()
 
 
 def test_a_corrupt_or_missing_video_is_skipped_and_counted(tmp_path, caplog):

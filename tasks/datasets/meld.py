@@ -45,7 +45,7 @@ SPEC = early_fusion_task(
     "meld",
     "MELD: Friends utterance audio + transcript, 7-emotion classification (early fusion)",
     CLASS_NAMES,
-    audio=AudioInput(num_frames=768),
+    audio=AudioInput(num_frames=768, original=True),
 )
 
 ARCHIVES = [

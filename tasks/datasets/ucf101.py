@@ -48,7 +48,7 @@ def frame_and_audio_spec(name: str, description: str, num_classes: int) -> TaskS
         fusion=LATE_FUSION,
         readout=(("image", 0, "image"), ("audio", 0, "audio")),
         image=ImageInput(size=224, normalisation="none"),  # the original's frame transform ends in ToTensor
-        audio=AudioInput(num_frames=fbank_frames(CLIP_SECONDS)),
+        audio=AudioInput(num_frames=fbank_frames(CLIP_SECONDS), original=True),
     )
 
 
