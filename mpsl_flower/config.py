@@ -68,6 +68,7 @@ class RunConfig:
     text_adapter: bool = field(default=True, metadata=_key("include-text-adapter"))
     audio_adapter: bool = field(default=True, metadata=_key("include-audio-adapter"))
     unified_adapter: bool = field(default=False, metadata=_key("include-unified-adapter"))
+    load_ast_positions: bool = field(default=False, metadata=_key("load-ast-positions"))
     adapter_approach: bool = field(default=False, metadata=_key("use-adapter-approach"))
     fraction_train: float = field(default=1.0, metadata=_key("fraction-train", positive=True))
     step_timeout_s: float = field(default=120.0, metadata=_key("step-timeout-s", positive=True))

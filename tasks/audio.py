@@ -18,9 +18,17 @@ FRAMES_PER_SECOND = 100  # 10 ms frame shift
 FBANK_MEAN, FBANK_STD = -4.2677393, 4.5689974
 
 
+WINDOW_SAMPLES, SHIFT_SAMPLES = 400, 160  # Kaldi's 25 ms window and 10 ms shift at 16 kHz
+
+
 def fbank_frames(clip_seconds: float) -> int:
     """Frames of the fbank of a clip: 100 per second (10.24 s -> 1,024)."""
     return round(clip_seconds * FRAMES_PER_SECOND)
+
+
+def window_samples(num_frames: int) -> int:
+    """The waveform length whose fbank has exactly `num_frames` frames (1,024 -> 164,080: 10.255 s)."""
+    return WINDOW_SAMPLES + SHIFT_SAMPLES * (num_frames - 1)
 
 
 def waveform_to_fbank(
@@ -31,7 +39,8 @@ def waveform_to_fbank(
     The waveform is mixed down to mono, resampled to 16 kHz and mean-centred, as AST does.
     `original=False`: the fbank is zero-padded at the end or cut to `num_frames`, then normalised
     with AudioSet's statistics. `original=True`, as the original code: the waveform is zero-padded
-    to the window's length (`num_frames` / 100 s) before the fbank, and the fbank is not normalised.
+    (or cut) to the length whose fbank has exactly `num_frames` frames, and the fbank is not
+    normalised.
     """
     if waveform.dim() == 1:
         waveform = waveform.unsqueeze(0)
@@ -39,7 +48,7 @@ def waveform_to_fbank(
     if sample_rate != SAMPLE_RATE:
         mono = torchaudio.functional.resample(mono, sample_rate, SAMPLE_RATE)
     if original:
-        window = num_frames * SAMPLE_RATE // FRAMES_PER_SECOND
+        window = window_samples(num_frames)
         mono = torch.nn.functional.pad(mono, (0, max(0, window - mono.shape[1])))[:, :window]
     mono = mono - mono.mean()
     fbank = torchaudio.compliance.kaldi.fbank(
@@ -52,6 +61,6 @@ def waveform_to_fbank(
         use_energy=False,
         dither=0.0,
     )
-    if fbank.shape[0] < num_frames:  # with `original`, the 2 frames a window's edges cost
+    if fbank.shape[0] < num_frames:
         fbank = torch.nn.functional.pad(fbank, (0, 0, 0, num_frames - fbank.shape[0]))
     return fbank[:num_frames] if original else (fbank[:num_frames] - FBANK_MEAN) / (2 * FBANK_STD)

@@ -82,7 +82,7 @@ def test_samples_follow_the_list_and_a_first_run_copies_the_videos_itself(tmp_pa
         assert got == {path: facts["labels"][path] for path, chosen in facts["videos"].items() if chosen == split}
     assert len(splits["train"]) == 9 and len(splits["test"]) == 3
     sample = splits["test"][0]
-    assert sample.frame == (sample.audio[0], None) and sample.audio[1:] == (None, 10.24)
+    assert sample.frame == (sample.audio[0], None) and sample.audio[1:] == (None, 10.255)
     assert "19208 of the paper's 19220 videos are not in" in caplog.text
 
 

@@ -18,7 +18,7 @@ def _class_of(sample) -> str:
     return sample.frame[0].split("/UCF-101/")[1].split("/")[0]
 
 
-def test_the_task_is_one_frame_and_10_24_s_of_audio_in_late_fusion():
+def test_the_task_is_one_frame_and_the_originals_10_255_s_of_audio_in_late_fusion():
     spec = ucf101.SPEC
     assert (spec.name, spec.num_classes, spec.fusion) == ("ucf101", 51, LATE_FUSION)
     assert spec.streams == ("image", "audio") and spec.readout == (("image", 0, "image"), ("audio", 0, "audio"))
@@ -42,7 +42,7 @@ def test_only_classes_with_audio_are_kept_and_relabelled_in_classind_order(tmp_p
         facts["audio_classes"]
     )  # Archery, Punch left out
     first = splits["test"][0]
-    assert first.frame == (first.audio[0], None) and first.audio[1:] == (None, 10.24)
+    assert first.frame == (first.audio[0], None) and first.audio[1:] == (None, 10.255)
     assert first.frame[0].endswith("ucf101/UCF-101/ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi")
 
 
@@ -58,10 +58,9 @@ def test_a_split_decodes_to_224_pixel_frames_and_1024_frame_fbanks(tmp_path):
     # 2.5 s of tone: the loudest mel bin rises with the class's tone (300, 700, 900 Hz); then padding.
     peaks = batch["fbank"][:, :200].float().mean(dim=1).argmax(dim=1).tolist()
     assert peaks[0] < peaks[1] < peaks[2]
-    # As the original: the waveform is zero-padded to 10.24 s, so the fbank's 1,022 frames end in silence,
-    # not normalised; the 2 frames to 1,024 are zeros no audio patch reads.
-    assert batch["fbank"][:, 300:1022].float().std() == 0 and (batch["fbank"][:, 300, 0] < -15).all()
-    assert not batch["fbank"][:, 1022:].any()
+    # As the original: the waveform is zero-padded to 10.255 s, so the fbank's 1,024 frames end in silence,
+    # not normalised.
+    assert batch["fbank"][:, 300:].float().std() == 0 and (batch["fbank"][:, 300, 0] < -15).all()
 
 
 def test_a_corrupt_or_missing_video_is_skipped_and_counted(tmp_path, caplog):

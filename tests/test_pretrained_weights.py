@@ -279,13 +279,22 @@ def test_an_incomplete_openai_clip_folder_names_the_missing_files(tmp_path):
 # ---- AST audio tokenizer -----------------------------------------------------------------------
 
 
-def test_ast_checkpoint_initialises_the_audio_tokenizer_for_10_24_s_clips_exactly(tmp_path):
+def test_as_the_original_ast_gives_the_audio_tokenizer_its_cls_and_patch_projection_only(tmp_path):
+    state = write_ast(tmp_path / "audioset_10_10_0.4593.pth")
+    tokenizer = AudioTokenizer(AudioInput(num_frames=1024), 768)
+    parts = ast_audio_tokenizer(read_state_dict(tmp_path / "audioset_10_10_0.4593.pth"), tokenizer, (12, 101), "ast")
+    assert set(parts) == {"patch_embed.weight", "cls_token"}  # bias and positions keep their own init
+    torch.testing.assert_close(parts["patch_embed.weight"], state["module.v.patch_embed.proj.weight"])
+    torch.testing.assert_close(parts["cls_token"], state["module.v.cls_token"].reshape(-1))
+
+
+def test_with_its_positions_ast_initialises_the_audio_tokenizer_for_10_24_s_clips_exactly(tmp_path):
     state = write_ast(tmp_path / "audioset_10_10_0.4593.pth")
     tokenizer = AudioTokenizer(AudioInput(num_frames=1024), 768)
     grid = AudioTokenizer.grid(1024, 128)
     assert grid == (12, 101)
-    parts = ast_audio_tokenizer(read_state_dict(tmp_path / "audioset_10_10_0.4593.pth"), tokenizer, grid, "ast")
-    tokenizer.load_state_dict(parts)
+    state_dict = read_state_dict(tmp_path / "audioset_10_10_0.4593.pth")
+    tokenizer.load_state_dict(ast_audio_tokenizer(state_dict, tokenizer, grid, "ast", with_positions=True))
     positions = state["module.v.pos_embed"][0]
     torch.testing.assert_close(tokenizer.pos_embed[1:], positions[2:])  # same grid: no interpolation
     torch.testing.assert_close(tokenizer.pos_embed[0], positions[0])  # CLS position; distillation token dropped
@@ -295,14 +304,16 @@ def test_ast_checkpoint_initialises_the_audio_tokenizer_for_10_24_s_clips_exactl
 
 def test_ast_file_in_the_tokenizer_dir_initialises_shorter_clips_by_interpolation(tmp_path):
     write_ast(tmp_path / "audioset_10_10_0.4593.pth")
-    config = _config(
-        tmp_path, **{"encoder-size": "vit-b16", "dataset": "shapes-av", "tokenizer-weights-cache-dir": str(tmp_path)}
-    )
-    client = new_client_model(config)
+    folder = str(tmp_path)
+    overrides = {"encoder-size": "vit-b16", "dataset": "shapes-av", "tokenizer-weights-cache-dir": folder}
+    client = new_client_model(_config(tmp_path, **overrides, **{"load-ast-positions": True}))
     assert client.weight_sources["audio tokenizer"] == str(tmp_path / "audioset_10_10_0.4593.pth")
     assert client.weight_sources["image tokenizer"] == "random init"
     grid = AudioTokenizer.grid(TASKS["shapes-av"].audio.num_frames, 128)
     assert tuple(client.audio.pos_embed.shape) == (1 + grid[0] * grid[1], 768)
+    original = new_client_model(_config(tmp_path, **overrides))  # the original's: positions not from AST
+    assert not torch.equal(original.audio.pos_embed, client.audio.pos_embed)
+    torch.testing.assert_close(original.audio.cls_token, client.audio.cls_token)
 
 
 def test_an_ast_file_for_another_width_is_refused(tmp_path):

@@ -267,13 +267,19 @@ def open_clip_text_tower(state: Mapping[str, torch.Tensor], source: Path | str) 
 
 
 def ast_audio_tokenizer(
-    state: Mapping[str, torch.Tensor], tokenizer: nn.Module, grid: tuple[int, int], source: Path | str
+    state: Mapping[str, torch.Tensor],
+    tokenizer: nn.Module,
+    grid: tuple[int, int],
+    source: Path | str,
+    with_positions: bool = False,
 ) -> dict[str, torch.Tensor]:
     """`AudioTokenizer` weights from an AST checkpoint (saved from `nn.DataParallel`, `module.v.*`).
 
-    AST keeps two prefix tokens (CLS and distillation); we keep its CLS and the CLS position
-    and drop the distillation token. Its patch positions form a (frequency x time) grid,
-    12 x 101 for 10.24 s clips; for other clip lengths they are interpolated along time.
+    As the original: AST's CLS token and patch projection weight; the projection's bias and the
+    position embedding keep their own initialisation. `with_positions` also takes the bias and
+    the positions: AST keeps two prefix tokens (CLS and distillation), we keep the CLS position
+    and drop the other; its patch positions form a (frequency x time) grid, 12 x 101 for
+    10.24 s clips, interpolated along time for other clip lengths.
     """
     ast = {key.removeprefix("module.").removeprefix(AST_PREFIX): value for key, value in state.items()}
     _require(
@@ -286,6 +292,9 @@ def ast_audio_tokenizer(
     weight = ast["patch_embed.proj.weight"]
     hint = "AST checkpoints are 768 wide (encoder-size vit-b16)"
     _check_patch_conv(weight, tokenizer, source, "module.v.patch_embed.proj.weight", hint)
+    parts = {"patch_embed.weight": weight, "cls_token": ast["cls_token"].reshape(-1)}
+    if not with_positions:
+        return parts
     positions = ast["pos_embed"][0]
     frequency_bins = grid[0]
     old_patches = positions.shape[0] - 2
@@ -294,9 +303,4 @@ def ast_audio_tokenizer(
             f"{source}: {old_patches} AST patch positions do not form a grid of {frequency_bins} frequency rows"
         )
     patches = _resampled_positions(positions[2:], grid, (frequency_bins, old_patches // frequency_bins), prefix=0)
-    return {
-        "patch_embed.weight": weight,
-        "patch_embed.bias": ast["patch_embed.proj.bias"],
-        "cls_token": ast["cls_token"].reshape(-1),
-        "pos_embed": torch.cat([positions[:1], patches]),
-    }
+    return {**parts, "patch_embed.bias": ast["patch_embed.proj.bias"], "pos_embed": torch.cat([positions[:1], patches])}

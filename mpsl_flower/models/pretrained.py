@@ -124,7 +124,9 @@ def client_initial_state(config: RunConfig) -> tuple[dict[str, torch.Tensor], di
         sources["audio tokenizer"] = str(ast_path or RANDOM)
         if ast_path:
             grid = AudioTokenizer.grid(task.audio.num_frames, task.audio.num_mel_bins)
-            parts = ast_audio_tokenizer(read_state_dict(ast_path), template.audio, grid, ast_path)
+            parts = ast_audio_tokenizer(
+                read_state_dict(ast_path), template.audio, grid, ast_path, config.load_ast_positions
+            )
             state.update({f"audio.{key}": value for key, value in parts.items()})
     return state, sources
 

@@ -10,7 +10,7 @@ hand: `tar -xzf train.tar.gz` in MELD.Raw, and so on):
     meld/MELD.Raw/output_repeated_splits_test/dia<D>_utt<U>.mp4
 
 Train is the official train + dev, test the official test. A sample is the first 2.56 s of the
-clip's audio track (padded to 7.68 s: 768 fbank frames, 912 patches) and the utterance text.
+clip's audio track (zero-padded to 7.675 s: the original's 766 fbank frames, 912 patches) and the utterance text.
 The one clip the original leaves out as corrupt (`EXCLUDED`) is left out here too. A row whose
 clip is missing or unreadable stays in the list and is skipped and counted by
 `tasks.preprocess.build_split`, like any unreadable file (train + dev list 11,098 rows; less the
@@ -29,7 +29,7 @@ from tasks.spec import AudioInput, early_fusion_task
 FOLDER = "meld"
 RELEASE = "MELD.Raw"
 CLASS_NAMES = ("neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear")
-CLIP_SECONDS = 2.56  # from the start of the utterance; the fbank pads it to 768 frames
+CLIP_SECONDS = 2.56  # from the start of the utterance, zero-padded to the original's 766-frame window (7.675 s)
 # official split -> (its clip folder, the archive inside MELD.Raw that unpacks to that folder)
 OFFICIAL_SPLITS = {
     "train": ("train_splits", "train.tar.gz"),
@@ -45,7 +45,7 @@ SPEC = early_fusion_task(
     "meld",
     "MELD: Friends utterance audio + transcript, 7-emotion classification (early fusion)",
     CLASS_NAMES,
-    audio=AudioInput(num_frames=768, original=True),
+    audio=AudioInput(num_frames=766, original=True),
 )
 
 ARCHIVES = [

@@ -1,4 +1,4 @@
-"""UCF101 with sound (Soomro et al., 2012): action recognition from one frame + 10.24 s of audio.
+"""UCF101 with sound (Soomro et al., 2012): action recognition from one frame + 10.255 s of audio.
 
 Layout under `torch-data-dir` (both archives unpack into `ucf101/`):
 
@@ -13,7 +13,7 @@ not one per video) and relabels them 0..50 in classInd order. With split 1 that 
 train and 1,943 test videos. A video of a kept class that has no track after all is skipped
 and counted when decoded, like any unreadable file.
 
-The task definition (one middle frame + the 10.24 s of audio around it, late fusion) is shared
+The task definition (one middle frame + the 10.255 s of audio around it, late fusion) is shared
 with Kinetics-Sounds through `frame_and_audio_spec` and `frame_and_audio_sample`.
 """
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from tasks.audio import fbank_frames
+from tasks.audio import SAMPLE_RATE, window_samples
 from tasks.download import Archive
 from tasks.media import MediaError, has_audio
 from tasks.preprocess import DatasetError, Sample
@@ -34,7 +34,8 @@ VIDEOS = "UCF-101"
 LISTS = "ucfTrainTestlist"
 SPLIT_LISTS = {"train": "trainlist01.txt", "test": "testlist01.txt"}  # split 1, as the paper
 NUM_CLASSES = 51
-CLIP_SECONDS = 10.24  # AST's clip: 1,024 fbank frames, 1,212 audio patches
+AUDIO_FRAMES = 1024  # the original's `input_tdim`: 1,212 audio patches
+CLIP_SECONDS = window_samples(AUDIO_FRAMES) / SAMPLE_RATE  # 10.255 s, the original's window: exactly 1,024 frames
 
 
 def frame_and_audio_spec(name: str, description: str, num_classes: int) -> TaskSpec:
@@ -48,12 +49,12 @@ def frame_and_audio_spec(name: str, description: str, num_classes: int) -> TaskS
         fusion=LATE_FUSION,
         readout=(("image", 0, "image"), ("audio", 0, "audio")),
         image=ImageInput(size=224, normalisation="none"),  # the original's frame transform ends in ToTensor
-        audio=AudioInput(num_frames=fbank_frames(CLIP_SECONDS), original=True),
+        audio=AudioInput(num_frames=AUDIO_FRAMES, original=True),
     )
 
 
 def frame_and_audio_sample(video: Path, label: int) -> Sample:
-    """The video's middle frame and the 10.24 s of its audio centred on the middle."""
+    """The video's middle frame and the 10.255 s of its audio centred on the middle."""
     return Sample(label, frame=(str(video), None), audio=(str(video), None, CLIP_SECONDS))
 
 
