@@ -32,7 +32,6 @@ class EpochReport:
         self.num_epochs = num_epochs
         self.results = results
         self.result = Result()
-        self.records: list[dict] = []
 
     def close(
         self,
@@ -68,5 +67,4 @@ class EpochReport:
         if self.results:
             self.results.log_epoch(record)
             self.results.save_model(model, epoch, last=epoch == self.num_epochs)
-        self.records.append(record)
         return record
