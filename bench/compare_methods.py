@@ -25,7 +25,6 @@ from mpsl_flower.results import read_metrics
 from mpsl_flower.server_app import train
 from mpsl_flower.simulation import simulate
 from mpsl_flower.split.build import new_client_model, new_full_model
-from tasks.registry import TASKS
 
 METHODS = ("mpsl", "fedavg", "fedclip", "centralized")
 
@@ -36,7 +35,7 @@ def client_forward_flops(config: RunConfig) -> int:
         return 0
     model = new_client_model(config) if config.method == "mpsl" else new_full_model(config)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(example_inputs(TASKS[config.dataset], batch=1, text_feature_dim=ENCODER_SIZES[config.encoder_size].dim))
+        model(example_inputs(config.task, batch=1, text_feature_dim=ENCODER_SIZES[config.encoder_size].dim))
     return counter.get_total_flops()
 
 

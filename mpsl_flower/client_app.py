@@ -30,7 +30,7 @@ from mpsl_flower.models.weights import (
 from mpsl_flower.split.build import new_client_side, new_full_model, task_objective
 from mpsl_flower.split.client_side import ClientSide, loss_gradient
 from mpsl_flower.split.optimizer import epoch_lr, new_optimizer
-from mpsl_flower.split.schedule import batch_rows
+from mpsl_flower.split.schedule import step_batch
 from tasks.data import SplitData
 
 show_project_logs()
@@ -87,15 +87,14 @@ def _save_client(context: Context, client: ClientSide, progress: dict) -> dict:
 
 def _batch(data: SplitData, config: RunConfig, context: Context, step: dict) -> SplitData:
     """The samples of `step` (epoch, step, client-batch-size), re-derived from the seed."""
-    rows = batch_rows(
-        len(data),
+    return step_batch(
+        data,
         step[wire.CLIENT_BATCH_SIZE],
         config.seed,
         _partition_id(context),
         step[wire.EPOCH],
         step[wire.STEP_INDEX],
     )
-    return data.select(rows)
 
 
 def _finish_pending_step(

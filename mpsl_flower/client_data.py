@@ -10,14 +10,13 @@ from mpsl_flower.config import RunConfig
 from mpsl_flower.model_inputs import load_inputs
 from tasks.data import SplitData
 from tasks.partitioning import partition_rows
-from tasks.registry import TASKS
 
 
 @functools.lru_cache(maxsize=4)
 def _all_partition_rows(config: RunConfig, num_partitions: int) -> list[list[int]]:
     train = load_inputs(config).train
     return partition_rows(
-        train, TASKS[config.dataset].num_classes, config.split_type, num_partitions, config.dirichlet_alpha, config.seed
+        train, config.task.num_classes, config.split_type, num_partitions, config.dirichlet_alpha, config.seed
     )
 
 
@@ -49,7 +48,7 @@ def partition_label_counts(config: RunConfig, num_partitions: int) -> dict[int, 
 
 def label_counts(config: RunConfig, labels: torch.Tensor) -> dict[int, int]:
     """Samples per label; empty for retrieval tasks, which have no labels."""
-    if TASKS[config.dataset].num_classes == 0:
+    if config.task.num_classes == 0:
         return {}
     values, tallies = labels.unique(return_counts=True)
     return dict(zip(values.tolist(), tallies.tolist()))

@@ -8,6 +8,7 @@ before training with one message that names the key, the allowed values and the 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,13 +16,23 @@ from pathlib import Path
 
 from mpsl_flower.models.encoder import ENCODER_SIZES
 from mpsl_flower.models.weight_files import OPEN_CLIP_FILES
-from tasks.registry import TASKS
+from tasks.registry import AUDIO_TIME_DIMENSIONS, DEFAULT_AUDIO_TIME, DEFAULT_FUSION, TASKS, configured_task
+from tasks.spec import TaskSpec
 
 METHODS = ("mpsl", "fedavg", "fedclip", "centralized")
 SPLIT_TYPES = ("iid", "noniid")
 DEVICES = ("auto", "cpu", "cuda")
 TEXT_ENCODERS = ("auto", "clip", "openclip", "minilm", "bag-of-words", "token-ids")
 RETRIEVAL_SCORINGS = ("dot", "cosine")
+AUDIO_TOKENIZERS = ("original", "ast")
+# The original's `--trainable_params_key` choices: which tokenizers train besides the head ("default": all).
+TRAINABLE_PARAMS_KEYS = (
+    "default",
+    "classifier_only",
+    "classifier_and_image_tokenizer",
+    "classifier_and_audio_tokenizer",
+    "classifier_and_image_tokenizer_and_audio_tokenizer",
+)
 DATASET_ALIASES = {"t4sa": "b-t4sa", "coco-retrieval": "mscoco"}  # the original scripts' names
 MINILM_WIDTH = 384
 CLIP_TEXT_WIDTH = 512  # OpenAI CLIP ViT-B/16's text feature
@@ -68,7 +79,14 @@ class RunConfig:
     text_adapter: bool = field(default=True, metadata=_key("include-text-adapter"))
     audio_adapter: bool = field(default=True, metadata=_key("include-audio-adapter"))
     unified_adapter: bool = field(default=False, metadata=_key("include-unified-adapter"))
-    load_ast_positions: bool = field(default=False, metadata=_key("load-ast-positions"))
+    audio_tokenizer: str = field(default="original", metadata=_key("audio-tokenizer", choices=AUDIO_TOKENIZERS))
+    fusion_type: str = field(default=DEFAULT_FUSION, metadata=_key("fusion-type"))
+    trainable_params_key: str = field(
+        default="default", metadata=_key("trainable-params-key", choices=TRAINABLE_PARAMS_KEYS)
+    )
+    audio_time_dimension: str = field(
+        default=DEFAULT_AUDIO_TIME, metadata=_key("audio-time-dimension", choices=tuple(AUDIO_TIME_DIMENSIONS))
+    )
     adapter_approach: bool = field(default=False, metadata=_key("use-adapter-approach"))
     fraction_train: float = field(default=1.0, metadata=_key("fraction-train", positive=True))
     step_timeout_s: float = field(default=120.0, metadata=_key("step-timeout-s", positive=True))
@@ -77,6 +95,19 @@ class RunConfig:
     save_every_epoch: bool = field(default=False, metadata=_key("save-model-after-each-epoch"))
     save_final_model: bool = field(default=True, metadata=_key("save-final-model"))
     validate_only_aggregated: bool = field(default=True, metadata=_key("validate-only-aggregated-model"))
+    test_time_augmentation: bool = field(default=True, metadata=_key("test-time-augmentation"))
+
+    @functools.cached_property
+    def task(self) -> TaskSpec:
+        """The run's task, shaped by `fusion-type` and `audio-time-dimension`."""
+        return configured_task(self.dataset, self.fusion_type, self.audio_time_dimension)
+
+    def trainable_tokenizers(self) -> tuple[str, ...]:
+        """Tokenizers the clients train (`trainable-params-key`): by default every one the task has, as the
+        original's per-task defaults; the text tokenizer has no weights."""
+        if self.trainable_params_key == "default":
+            return ("image", "audio")
+        return tuple(m for m in ("image", "audio") if f"{m}_tokenizer" in self.trainable_params_key)
 
     def to_flower(self) -> dict[str, bool | float | int | str]:
         """The config as `[tool.flwr.app.config]` keys, e.g. for results files and overrides."""
@@ -165,8 +196,17 @@ def parse_run_config(run_config: Mapping[str, object]) -> RunConfig:
         _check_value(f, getattr(config, f.name))
     config = _resolve_finetune_blocks(config)
     _check_text_encoder(config)
+    try:
+        config.task  # noqa: B018 - shapes the task once, so a bad fusion or audio option fails here
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
     if not config.output_dir:
         raise ConfigError(f"output-dir is empty: set an absolute folder for the results, e.g. {DEFAULT_OUTPUT_DIR!r}")
+    if config.method == "mpsl" and not config.pre_layer_norm and not config.trainable_tokenizers():
+        raise ConfigError(
+            f"trainable-params-key={config.trainable_params_key!r} with use-pre-layer-norm=false leaves MPSL clients "
+            "nothing to train; train a tokenizer or keep the pre-LayerNorm"
+        )
     if config.fraction_train > 1:
         raise ConfigError(f"fraction-train={config.fraction_train} must be in (0, 1]")
     if config.lr_gamma > 1:

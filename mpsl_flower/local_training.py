@@ -8,7 +8,7 @@ import torch
 
 from mpsl_flower.models.full_model import FullModel
 from mpsl_flower.split.optimizer import set_lr
-from mpsl_flower.split.schedule import batch_rows, num_batches
+from mpsl_flower.split.schedule import num_batches, step_batch
 from tasks.data import SplitData
 from tasks.objectives import loss_sum_and_correct
 
@@ -37,7 +37,7 @@ def train_local_epoch(
     set_lr(optimizer, lr)
     loss_sum, correct, steps = 0.0, 0, num_batches(len(data), batch_size)
     for step in range(steps):
-        batch = data.select(batch_rows(len(data), batch_size, seed, partition_id, epoch, step))
+        batch = step_batch(data, batch_size, seed, partition_id, epoch, step)
         labels = batch.labels.to(device)
         optimizer.zero_grad(set_to_none=True)
         outputs = model({name: tensor.to(device) for name, tensor in batch.inputs.items()})

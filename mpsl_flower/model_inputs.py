@@ -24,7 +24,7 @@ from mpsl_flower.config import RunConfig
 from mpsl_flower.models.pretrained import resolve_text_encoder
 from mpsl_flower.models.text_encoders import FrozenTextEncoder
 from tasks.data import Column, DiskColumn, TaskData
-from tasks.registry import TASKS, load_task_data
+from tasks.registry import load_task_data
 
 logger = logging.getLogger(__name__)
 TEXT_FEATURES_DIR = "text-features"
@@ -36,12 +36,12 @@ _in_memory: dict[tuple, TaskData] = {}
 def load_inputs(config: RunConfig) -> TaskData:
     """Train and test splits of the run's task, with a `text_feature` column when it has text."""
     data = load_task_data(
-        config.dataset, config.seed, config.resolved_path("data_dir"), config.resolved_path("cache_dir")
+        config.dataset, config.seed, config.resolved_path("data_dir"), config.resolved_path("cache_dir"), config.task
     )
-    if TASKS[config.dataset].text is None:
+    if config.task.text is None:
         return data
     encoder = resolve_text_encoder(config)
-    key = (config.dataset, config.seed, config.data_dir, config.cache_dir, encoder.identity)
+    key = (config.task, config.seed, config.data_dir, config.cache_dir, encoder.identity)
     if key not in _in_memory:
         train, test = _text_features(config, encoder, data)
         _in_memory[key] = TaskData(
@@ -52,7 +52,7 @@ def load_inputs(config: RunConfig) -> TaskData:
 
 def text_encoder_used(config: RunConfig) -> str | None:
     """The identity of the run's frozen text encoder (for the results folder), None without text."""
-    return resolve_text_encoder(config).identity if TASKS[config.dataset].text is not None else None
+    return resolve_text_encoder(config).identity if config.task.text is not None else None
 
 
 def _cache_key(encoder: FrozenTextEncoder, data: TaskData) -> str:

@@ -20,8 +20,7 @@ from mpsl_flower.config import RunConfig
 from mpsl_flower.models.full_model import FullModel
 from mpsl_flower.split.schedule import steps_per_epoch
 from tasks.audio import FBANK_MEAN, FBANK_STD
-from tasks.registry import TASKS
-from tasks.spec import PIXEL_NORMALISATIONS, RETRIEVAL
+from tasks.spec import PIXEL_NORMALISATIONS, RETRIEVAL, RandomAudioPlacement, RandomMoment
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
@@ -101,8 +100,8 @@ def run_info(
 
 def preprocessing_facts(config: RunConfig) -> dict[str, str]:
     """The input choices that shape results (the text encoder is under `weights`)."""
-    task = TASKS[config.dataset]
-    facts = {"augmentation": "none: every input is decoded once into the cache"}
+    task = config.task
+    facts = {"augmentation": augmentation_facts(task.augmentation, config.test_time_augmentation)}
     if task.image is not None:
         image = task.image
         mean, std = PIXEL_NORMALISATIONS[image.normalisation]
@@ -118,6 +117,25 @@ def preprocessing_facts(config: RunConfig) -> dict[str, str]:
     if task.objective == RETRIEVAL:
         facts["retrieval_scoring"] = config.retrieval_scoring
     return facts
+
+
+def augmentation_facts(augmentation: RandomMoment | RandomAudioPlacement | None, at_test: bool) -> str:
+    """How the inputs are drawn at each step, in words (`tasks.augment`)."""
+    if augmentation is None:
+        return "none: every input is decoded once into the cache"
+    if isinstance(augmentation, RandomMoment):
+        drawn = (
+            f"every step: one of {augmentation.moments} cached moments per video (frame + centred audio window), "
+            f"random 224 crop of {augmentation.stored_height}x{augmentation.stored_width}, horizontal flip, "
+            f"brightness {augmentation.brightness} and saturation {augmentation.saturation} jitter"
+        )
+    else:
+        drawn = (
+            f"every step: {augmentation.clip_seconds} s of audio (training: from a random start within the first "
+            f"{augmentation.stored_seconds} s; test: from the start) at a random offset in "
+            f"{augmentation.window_seconds} s"
+        )
+    return drawn + ("; at test too, drawn anew each evaluation" if at_test else "; test: the deterministic inputs")
 
 
 def software_versions() -> dict[str, str | None]:

@@ -17,7 +17,7 @@ from mpsl_flower import wire
 from mpsl_flower.config import RunConfig
 from mpsl_flower.models.weights import load_trainable, trainable_arrays
 from mpsl_flower.split.build import new_full_model
-from mpsl_flower.split.evaluation import evaluate
+from mpsl_flower.split.evaluation import evaluate, evaluation_draws
 from tasks.data import SplitData
 
 EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]
@@ -37,6 +37,7 @@ def central_evaluation(config: RunConfig, test: SplitData, device: torch.device)
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         load_trainable(model, wire.record_to_arrays(arrays))
-        return MetricRecord(evaluate(model.client, model.server, test, config.eval_batch_size))
+        draws = evaluation_draws(config, server_round)
+        return MetricRecord(evaluate(model.client, model.server, test, config.eval_batch_size, draws))
 
     return evaluate_fn

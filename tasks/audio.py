@@ -49,7 +49,7 @@ def waveform_to_fbank(
         mono = torchaudio.functional.resample(mono, sample_rate, SAMPLE_RATE)
     if original:
         window = window_samples(num_frames)
-        mono = torch.nn.functional.pad(mono, (0, max(0, window - mono.shape[1])))[:, :window]
+        mono = torch.nn.functional.pad(mono, (0, max(0, window - mono.shape[1])))
     mono = mono - mono.mean()
     fbank = torchaudio.compliance.kaldi.fbank(
         mono,

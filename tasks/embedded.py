@@ -19,7 +19,7 @@ import torch
 
 from tasks.audio import SAMPLE_RATE, fbank_frames, waveform_to_fbank
 from tasks.data import SplitData, TaskData
-from tasks.spec import LATE_FUSION, AudioInput, ImageInput, TaskSpec, early_fusion_task
+from tasks.spec import LATE_FUSION, AudioInput, ImageInput, TaskSpec, early_fusion_task, fusion_readout
 
 COLORS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 80, 230), "yellow": (230, 210, 40)}
 SHAPES = ("square", "circle", "triangle")
@@ -45,7 +45,7 @@ SHAPES_AV = TaskSpec(
     num_classes=len(SHAPES) * len(TONE_HZ),
     class_names=tuple(f"{shape}@{int(hz)}Hz" for shape in SHAPES for hz in TONE_HZ),
     fusion=LATE_FUSION,
-    readout=(("image", 0, "image"), ("audio", 0, "audio")),
+    readout=fusion_readout(LATE_FUSION, ImageInput(size=IMAGE_SIZE), AudioInput(fbank_frames(CLIP_S)), None),
     image=ImageInput(size=IMAGE_SIZE),
     audio=AudioInput(num_frames=fbank_frames(CLIP_S)),
 )

@@ -20,8 +20,6 @@ from PIL import Image
 
 from tasks.audio import SAMPLE_RATE
 
-FRAME_RESIZE = 256  # frames: shorter side to 256, then the centre 224 x 224
-
 
 class MediaError(Exception):
     """A file that cannot be decoded; the message starts with the file's path."""
@@ -31,14 +29,14 @@ class MediaError(Exception):
         self.path = str(path)
 
 
-def _square(image: Image.Image, resize_to: int, size: int) -> np.ndarray:
-    """Shorter side to `resize_to` (bicubic), centre crop `size` x `size`, as uint8 [3, size, size]."""
+def _covering(image: Image.Image, height: int, width: int, resample: Image.Resampling) -> np.ndarray:
+    """Scaled to just cover height x width, then the centre height x width, as uint8 [3, height, width]."""
     image = image.convert("RGB")
-    scale = resize_to / min(image.size)
-    width, height = max(size, round(image.width * scale)), max(size, round(image.height * scale))
-    image = image.resize((width, height), Image.Resampling.BICUBIC)
-    left, top = (width - size) // 2, (height - size) // 2
-    return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8).transpose(2, 0, 1).copy()
+    scale = max(height / image.height, width / image.width)
+    scaled_width, scaled_height = max(width, round(image.width * scale)), max(height, round(image.height * scale))
+    image = image.resize((scaled_width, scaled_height), resample)
+    left, top = (scaled_width - width) // 2, (scaled_height - height) // 2
+    return np.asarray(image.crop((left, top, left + width, top + height)), dtype=np.uint8).transpose(2, 0, 1).copy()
 
 
 def load_image(path: Path, size: int, stretch: bool = False) -> np.ndarray:
@@ -49,7 +47,7 @@ def load_image(path: Path, size: int, stretch: bool = False) -> np.ndarray:
             if stretch:
                 resized = image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
                 return np.asarray(resized, dtype=np.uint8).transpose(2, 0, 1).copy()
-            return _square(image, size, size)
+            return _covering(image, size, size, Image.Resampling.BICUBIC)
     except (OSError, ValueError) as error:
         raise MediaError(path, f"not a readable image ({error})") from error
 
@@ -75,14 +73,13 @@ def has_audio(path: Path) -> bool:
         return bool(container.streams.audio)
 
 
-def load_frame(path: Path, at_seconds: float | None, size: int) -> np.ndarray:
-    """The video frame at `at_seconds` (None: the middle) as uint8 [3, size, size]."""
+def load_frame(path: Path, at_seconds: float, height: int, width: int) -> np.ndarray:
+    """The video frame shown at `at_seconds`, scaled to cover height x width and centre-cropped, as
+    uint8 [3, height, width] (a 4:3 video at height 256 and width 341 keeps its whole picture)."""
     with _open(path) as container:
         if not container.streams.video:
             raise MediaError(path, "has no video track")
         stream = container.streams.video[0]
-        if at_seconds is None:
-            at_seconds = (container.duration or 0) / av.time_base / 2
         try:
             if at_seconds > 0 and stream.time_base:
                 container.seek(int(at_seconds / stream.time_base), stream=stream, backward=True)
@@ -95,7 +92,7 @@ def load_frame(path: Path, at_seconds: float | None, size: int) -> np.ndarray:
             raise MediaError(path, f"video cannot be decoded ({error})") from error
         if chosen is None:
             raise MediaError(path, "has no decodable video frame")
-        return _square(chosen.to_image(), FRAME_RESIZE, size)
+        return _covering(chosen.to_image(), height, width, Image.Resampling.BILINEAR)  # torchvision's Resize
 
 
 def load_audio(path: Path, start_seconds: float, seconds: float) -> torch.Tensor:

@@ -1,8 +1,10 @@
 """Decode a dataset split once into the preprocessing cache; later runs map it from disk.
 
-A loader describes each sample as a `Sample` (files and times, texts, label). `build_split`
-decodes them (images and frames to uint8 224 x 224, audio to a normalised fbank) into
-memory-mapped .npy files under `<pre-processors-cache-dir>/<dataset>/<split>-<key>/`,
+A loader describes each sample as a `Sample` (its files, texts and label). `build_split`
+decodes them into memory-mapped .npy files under `<pre-processors-cache-dir>/<dataset>/<split>-<key>/`:
+images to uint8 224 x 224; a clip to what the task's augmentation draws from at each step
+(`tasks.spec.RandomMoment`: frames and fbanks at a few moments; `RandomAudioPlacement`:
+the start of the waveform),
 with a progress bar. The key hashes the settings and every sample's files (path, size,
 modification time), so changed data or settings build a new cache, never reuse a stale one.
 A sample whose file is missing or corrupt is skipped, named in a warning and in
@@ -24,13 +26,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tasks.audio import SAMPLE_RATE, waveform_to_fbank
+from tasks.audio import SAMPLE_RATE, waveform_to_fbank, window_samples
+from tasks.augment import WAVEFORM, WAVEFORM_LENGTH, step_view
 from tasks.data import DiskColumn, SplitData
 from tasks.media import MediaError, load_audio, load_frame, load_image, media_duration
-from tasks.spec import TaskSpec
+from tasks.spec import RandomAudioPlacement, RandomMoment, TaskSpec
 
 logger = logging.getLogger(__name__)
-CACHE_VERSION = "1"  # bump when decoding changes, to invalidate every cache
+CACHE_VERSION = "2"  # bump when decoding changes, to invalidate every cache
 DONE_FILE = "complete.json"
 SKIPPED_FILE = "skipped.txt"
 LISTED_SKIPS = 5
@@ -40,18 +43,17 @@ LISTED_SKIPS = 5
 class Sample:
     """One sample as its files describe it.
 
-    `image`: an image file. `frame`: (video file, time in s or None for the middle).
-    `audio`: (file, start in s or None to centre the clip on the middle, length in s).
+    `image`: an image file. `clip`: a video or audio file; which frames and which audio the
+    task reads from it is the task's `augmentation`.
     """
 
     label: int
     texts: tuple[str, ...] = ()
     image: str | None = None
-    frame: tuple[str, float | None] | None = None
-    audio: tuple[str, float | None, float] | None = None
+    clip: str | None = None
 
     def files(self) -> list[str]:
-        return [f for f in (self.image, self.frame and self.frame[0], self.audio and self.audio[0]) if f]
+        return [f for f in (self.image, self.clip) if f]
 
 
 def user_path(value: str) -> Path:
@@ -64,7 +66,7 @@ class DatasetError(ValueError):
 
 
 def _cache_key(spec: TaskSpec, samples: list[Sample]) -> str:
-    digest = hashlib.sha256(f"{CACHE_VERSION}|{spec.name}|{spec.image}|{spec.audio}".encode())
+    digest = hashlib.sha256(f"{CACHE_VERSION}|{spec.name}|{spec.image}|{spec.audio}|{spec.augmentation}".encode())
     stats: dict[str, str] = {}
     for sample in samples:
         for path in sample.files():
@@ -79,29 +81,53 @@ def _cache_key(spec: TaskSpec, samples: list[Sample]) -> str:
 
 
 def _columns(spec: TaskSpec, count: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    columns = {}
+    augmentation, columns = spec.augmentation, {}
+    if isinstance(augmentation, RandomMoment):
+        moments, height, width = augmentation.moments, augmentation.stored_height, augmentation.stored_width
+        columns["image"] = ((count, moments, 3, height, width), np.uint8)
+        columns["fbank"] = ((count, moments, spec.audio.num_frames, spec.audio.num_mel_bins), np.float16)
+        return columns
     if spec.image is not None:
         columns["image"] = ((count, 3, spec.image.size, spec.image.size), np.uint8)
-    if spec.audio is not None:
-        columns["fbank"] = ((count, spec.audio.num_frames, spec.audio.num_mel_bins), np.float16)
+    if isinstance(augmentation, RandomAudioPlacement):
+        columns[WAVEFORM] = ((count, round(augmentation.stored_seconds * SAMPLE_RATE)), np.float32)
+        columns[WAVEFORM_LENGTH] = ((count,), np.int64)
+    elif spec.audio is not None:
+        raise ValueError(f"task {spec.name}: audio is decoded for an augmentation, and it names none")
     return columns
 
 
+def _moments(spec: TaskSpec, moments: RandomMoment, clip: Path) -> dict[str, np.ndarray]:
+    """Frame and fbank at each stratified moment of the video: the fbank of the audio window centred
+    on the moment, cut at the video's ends and zero-padded at its end, as the original's."""
+    duration = media_duration(clip)
+    window_seconds = window_samples(spec.audio.num_frames) / SAMPLE_RATE
+    frames, fbanks = [], []
+    for k in range(moments.moments):
+        moment = (k + 0.5) / moments.moments * duration
+        frames.append(load_frame(clip, moment, moments.stored_height, moments.stored_width))
+        start, end = max(0.0, moment - window_seconds / 2), min(duration, moment + window_seconds / 2)
+        waveform = load_audio(clip, start, end - start)
+        fbanks.append(waveform_to_fbank(waveform, SAMPLE_RATE, spec.audio.num_frames, original=True).numpy())
+    return {"image": np.stack(frames), "fbank": np.stack(fbanks).astype(np.float16)}
+
+
+def _stored_waveform(placement: RandomAudioPlacement, clip: Path) -> dict[str, np.ndarray]:
+    """The first `stored_seconds` of the clip's audio, zero-padded, and how many samples are real."""
+    waveform = load_audio(clip, 0.0, placement.stored_seconds)[0].numpy()
+    stored = np.zeros(round(placement.stored_seconds * SAMPLE_RATE), dtype=np.float32)
+    stored[: len(waveform)] = waveform[: len(stored)]
+    return {WAVEFORM: stored, WAVEFORM_LENGTH: np.int64(min(len(waveform), len(stored)))}
+
+
 def _decode(spec: TaskSpec, sample: Sample) -> dict[str, np.ndarray]:
-    values = {}
-    if spec.image is not None:
-        if sample.image is not None:
-            values["image"] = load_image(Path(sample.image), spec.image.size, stretch=spec.image.resize == "stretch")
-        else:
-            path, at = sample.frame
-            values["image"] = load_frame(Path(path), at, spec.image.size)
-    if spec.audio is not None:
-        path, start, seconds = sample.audio
-        if start is None:
-            start = max(0.0, media_duration(Path(path)) / 2 - seconds / 2)
-        waveform = load_audio(Path(path), start, seconds)
-        fbank = waveform_to_fbank(waveform, SAMPLE_RATE, spec.audio.num_frames, spec.audio.original)
-        values["fbank"] = fbank.numpy().astype(np.float16)
+    augmentation, values = spec.augmentation, {}
+    if sample.image is not None:
+        values["image"] = load_image(Path(sample.image), spec.image.size, stretch=spec.image.resize == "stretch")
+    if isinstance(augmentation, RandomMoment):
+        values |= _moments(spec, augmentation, Path(sample.clip))
+    elif isinstance(augmentation, RandomAudioPlacement):
+        values |= _stored_waveform(augmentation, Path(sample.clip))
     return values
 
 
@@ -119,7 +145,7 @@ def build_split(spec: TaskSpec, samples: list[Sample], cache_root: Path, split: 
     inputs = {name: DiskColumn(np.load(folder / f"{name}.npy", mmap_mode="r")[:kept]) for name in _columns(spec, 0)}
     labels = torch.from_numpy(np.load(folder / "labels.npy"))
     texts = [tuple(t) for t in json.loads((folder / "texts.json").read_text())] if spec.text is not None else None
-    return SplitData(inputs, labels, texts)
+    return SplitData(inputs, labels, texts, step_view(spec.augmentation, spec.image, spec.audio, split == "train"))
 
 
 def _build(spec: TaskSpec, samples: list[Sample], folder: Path, split: str) -> None:

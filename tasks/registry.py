@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from tasks import embedded
@@ -17,7 +18,7 @@ from tasks.data import TaskData
 from tasks.datasets import REAL_DATASETS
 from tasks.download import download
 from tasks.preprocess import DatasetError, build_split
-from tasks.spec import TaskSpec
+from tasks.spec import RandomMoment, TaskSpec, fusion_readout, fusion_types
 
 logger = logging.getLogger(__name__)
 
@@ -25,9 +26,47 @@ EMBEDDED: dict[str, TaskSpec] = {spec.name: spec for spec in (embedded.SHAPES_QA
 TASKS: dict[str, TaskSpec] = {**EMBEDDED, **{name: module.SPEC for name, module in REAL_DATASETS.items()}}
 
 
+# The original's `--audio_time_dimension` for UCF101 and Kinetics-Sounds: (audio window in s, fbank frames).
+AUDIO_TIME_DIMENSIONS = {"10.24s": (10.255, 1024), "1s": (1.0, 98)}
+DEFAULT_AUDIO_TIME = "10.24s"
+DEFAULT_FUSION = "default"
+
+
+def configured_task(name: str, fusion_type: str = DEFAULT_FUSION, audio_time: str = DEFAULT_AUDIO_TIME) -> TaskSpec:
+    """Task `name` as the original's `--fusion_type` and `--audio_time_dimension` shape it.
+
+    Raises ValueError naming the choices when an option does not apply to the task.
+    """
+    task = TASKS[name]
+    if audio_time != DEFAULT_AUDIO_TIME:
+        if not isinstance(task.augmentation, RandomMoment):
+            raise ValueError(
+                f"audio-time-dimension={audio_time!r} applies to ucf101 and kinetics-sounds only, as in the original "
+                f"(MELD's window is 7.68 s); leave it at {DEFAULT_AUDIO_TIME!r} for {name}"
+            )
+        seconds, frames = AUDIO_TIME_DIMENSIONS[audio_time]
+        audio = replace(task.audio, num_frames=frames)
+        task = replace(task, audio=audio, augmentation=replace(task.augmentation, window_seconds=seconds))
+    fusion = task.fusion
+    if fusion_type != DEFAULT_FUSION:
+        names = fusion_types(task)
+        if fusion_type.lower() not in names:
+            choices = ", ".join(repr(n) for n in [DEFAULT_FUSION, *names])
+            raise ValueError(f"fusion-type={fusion_type!r} does not apply to {name}; choose one of {choices}")
+        fusion = names[fusion_type.lower()]
+    return replace(task, fusion=fusion, readout=fusion_readout(fusion, task.image, task.audio, task.text))
+
+
 @functools.lru_cache(maxsize=4)
-def load_task_data(name: str, seed: int, data_dir: Path | None = None, cache_dir: Path | None = None) -> TaskData:
-    """Train and test splits of task `name`; embedded tasks are generated from `seed`."""
+def load_task_data(
+    name: str,
+    seed: int,
+    data_dir: Path | None = None,
+    cache_dir: Path | None = None,
+    task: TaskSpec | None = None,
+) -> TaskData:
+    """Train and test splits of task `name`, decoded as `task` says (default: the task as registered);
+    embedded tasks are generated from `seed`."""
     if name in EMBEDDED:
         return embedded.generate(name, seed)
     module = REAL_DATASETS[name]
@@ -41,7 +80,8 @@ def load_task_data(name: str, seed: int, data_dir: Path | None = None, cache_dir
             f"dataset={name!r} is decoded into pre-processors-cache-dir: set it to a folder with free space"
         )
     splits = _samples_downloading_once(module, Path(data_dir))
-    return TaskData(*(build_split(module.SPEC, splits[split], cache_dir, split) for split in ("train", "test")))
+    task = task or module.SPEC
+    return TaskData(*(build_split(task, splits[split], cache_dir, split) for split in ("train", "test")))
 
 
 def _samples_downloading_once(module, data_dir: Path) -> dict:

@@ -21,38 +21,55 @@ SAMPLE_RATE = 44_100
 FPS = 10
 COLOURS = [(220, 30, 30), (30, 200, 40), (40, 60, 230), (230, 210, 30), (240, 240, 240), (150, 40, 200)]
 
-# (class folder, name used in its file names, has audio). UCF101's HandstandPushups folder holds
-# v_HandStandPushups_*.avi files: the loader must take the class from the folder, as here.
+# (class folder, name used in its file names, has audio), in classInd order. UCF101's
+# HandstandPushups folder holds v_HandStandPushups_*.avi files: the loader must take the class from
+# the folder, as here. classInd lists Hammering before HammerThrow; Python's `sorted`, which the
+# original labels by, puts HammerThrow first. JumpingJack and Punch are not among the 51 with sound.
 UCF101_CLASSES = [
     ("ApplyEyeMakeup", "ApplyEyeMakeup", True),
-    ("Archery", "Archery", False),
-    ("BandMarching", "BandMarching", True),
+    ("Hammering", "Hammering", True),
+    ("HammerThrow", "HammerThrow", True),
     ("HandstandPushups", "HandStandPushups", True),
+    ("JumpingJack", "JumpingJack", False),
     ("Punch", "Punch", False),
 ]
 
 
-def write_video(path: Path, colour: tuple[int, int, int], tone_hz: float | None, seconds: float = 2.5) -> Path:
-    """A single-colour video with a sine tone (None: no audio track); the codecs follow the suffix."""
+def write_video(
+    path: Path,
+    colour: tuple[int, int, int] | list[tuple[int, int, int]],
+    tone_hz: float | list[float] | None,
+    seconds: float = 2.5,
+) -> Path:
+    """A video of one colour with a sine tone (None: no audio track); the codecs follow the suffix.
+
+    Lists of colours and tones split the video into equal parts, one colour and tone each, so
+    that what a loader reads at a given time can be told apart.
+    """
+    colours = colour if isinstance(colour, list) else [colour]
+    tones = tone_hz if isinstance(tone_hz, list) else [tone_hz]
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as container:
         video = container.add_stream("mpeg4", rate=FPS)
         video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
-        audio = container.add_stream(AUDIO_CODECS[path.suffix], rate=SAMPLE_RATE, layout="mono") if tone_hz else None
-        pixels = np.full((48, 64, 3), colour, dtype=np.uint8)
-        for _ in range(round(seconds * FPS)):
+        audible = tones[0] is not None
+        audio = container.add_stream(AUDIO_CODECS[path.suffix], rate=SAMPLE_RATE, layout="mono") if audible else None
+        frames = round(seconds * FPS)
+        for index in range(frames):
+            pixels = np.full((48, 64, 3), colours[index * len(colours) // frames], dtype=np.uint8)
             container.mux(video.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
         container.mux(video.encode())
         if audio is not None:
-            _write_tone(container, audio, tone_hz, seconds)
+            _write_tones(container, audio, tones, seconds)
     return path
 
 
-def _write_tone(
-    container: av.container.OutputContainer, stream: av.AudioStream, tone_hz: float, seconds: float
+def _write_tones(
+    container: av.container.OutputContainer, stream: av.AudioStream, tones: list[float], seconds: float
 ) -> None:
     times = np.arange(round(seconds * SAMPLE_RATE)) / SAMPLE_RATE
-    wave = (0.3 * np.sin(2 * np.pi * tone_hz * times)).astype(np.float32)
+    hz = np.asarray(tones)[np.minimum((times / seconds * len(tones)).astype(int), len(tones) - 1)]
+    wave = (0.3 * np.sin(2 * np.pi * hz * times)).astype(np.float32)
     step = stream.codec_context.frame_size or 1024
     for start in range(0, wave.size, step):
         frame = av.AudioFrame.from_ndarray(wave[None, start : start + step], format="fltp", layout="mono")
@@ -77,14 +94,16 @@ def write_ucf101(data_dir: Path, train_per_class: int = 3, test_per_class: int =
 
     Split 1 tests on groups 1-7 and trains on 8-25, as the release does; the list files have the
     release's CRLF line ends. Classes without audio get silent videos. Returns {"audio_classes":
-    [names in classInd order], "silent_classes": [...], "train": [paths], "test": [paths]} where the
-    paths are those of the audio classes, in list order.
+    [names in classInd order], "silent_classes": [...], "train": [paths], "test": [paths],
+    "colours": {class: RGB}, "tones": {class: Hz}} where the paths are those of the audio
+    classes, in list order.
     """
     root = data_dir / "ucf101"
-    facts: dict = {"audio_classes": [], "silent_classes": [], "train": [], "test": []}
+    facts: dict = {"audio_classes": [], "silent_classes": [], "train": [], "test": [], "colours": {}, "tones": {}}
     lines: dict[str, list[str]] = {"classInd": [], "trainlist01": [], "testlist01": []}
     for index, (folder, name, audible) in enumerate(UCF101_CLASSES):
         facts["audio_classes" if audible else "silent_classes"].append(folder)
+        facts["colours"][folder], facts["tones"][folder] = COLOURS[index], tone(index)
         lines["classInd"].append(f"{index + 1} {folder}")
         groups = [("test", 1 + g) for g in range(test_per_class)] + [("train", 8 + g) for g in range(train_per_class)]
         for split, group in groups:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -124,6 +125,28 @@ def test_flickr30k_images_from_the_hugging_face_copys_zip_are_unpacked_on_first_
     shutil.rmtree(root / "flickr30k-images")
     splits = flickr30k.samples(tmp_path)
     assert len(splits["train"]) == facts["train"] and all(Path(s.image).is_file() for s in splits["test"])
+
+
+def test_flickr30k_from_the_hugging_face_copy_alone_reads_its_annotation_table(tmp_path):
+    """`hf download nlphuji/flickr30k` leaves the images' zip and a CSV of Karpathy splits and captions."""
+    write_karpathy(tmp_path, "flickr30k")
+    root = tmp_path / "flickr30k"
+    expected = flickr30k.samples(tmp_path)
+    entries = json.loads((root / "dataset_flickr30k.json").read_text())["images"]
+    with open(root / flickr30k.HF_ANNOTATIONS, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["raw", "sentids", "split", "filename", "img_id"])
+        for entry in entries:
+            raw = json.dumps([s["raw"] for s in entry["sentences"]])
+            sentids = json.dumps(list(range(len(entry["sentences"]))))
+            writer.writerow([raw, sentids, entry["split"], entry["filename"], entry["imgid"]])
+    (root / "dataset_flickr30k.json").unlink()
+    shutil.make_archive(str(root / "flickr30k-images"), "zip", root, "flickr30k-images")
+    shutil.rmtree(root / "flickr30k-images")
+    assert flickr30k.samples(tmp_path) == expected
+    (root / flickr30k.HF_ANNOTATIONS).write_text("not,the,table\n1,2,3\n")
+    with pytest.raises(DatasetError, match="is not the annotation table of nlphuji/flickr30k"):
+        flickr30k.samples(tmp_path)
 
 
 def test_still_images_are_prepared_as_the_originals_vit_mae_processor(tmp_path):

@@ -11,7 +11,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import torch
 from fixtures_video import corrupt_video, write_kinetics400
 
 from tasks.datasets import kinetics_sounds
@@ -78,11 +77,9 @@ def test_samples_follow_the_list_and_a_first_run_copies_the_videos_itself(tmp_pa
     assert _arranged(tmp_path) == set(facts["videos"])
     root = tmp_path / "kinetics-sounds"
     for split in ("train", "test"):
-        got = {str(Path(s.frame[0]).relative_to(root)): s.label for s in splits[split]}
+        got = {str(Path(s.clip).relative_to(root)): s.label for s in splits[split]}
         assert got == {path: facts["labels"][path] for path, chosen in facts["videos"].items() if chosen == split}
     assert len(splits["train"]) == 9 and len(splits["test"]) == 3
-    sample = splits["test"][0]
-    assert sample.frame == (sample.audio[0], None) and sample.audio[1:] == (None, 10.255)
     assert "19208 of the paper's 19220 videos are not in" in caplog.text
 
 
@@ -90,11 +87,11 @@ def test_a_split_decodes_and_a_corrupt_video_is_skipped_and_counted(tmp_path, ca
     write_kinetics400(tmp_path)
     kinetics_sounds.arrange(tmp_path / "k400", tmp_path)
     samples = kinetics_sounds.samples(tmp_path)["train"]
-    corrupt_video(Path(samples[1].frame[0]))
+    corrupt_video(Path(samples[1].clip))
     split = build_split(kinetics_sounds.SPEC, samples, tmp_path / "cache", "train")
     assert len(samples) == 9 and len(split) == 8
-    assert split.inputs["image"].shape == (8, 3, 224, 224) and split.inputs["fbank"].shape == (8, 1024, 128)
-    assert split.select([0]).inputs["image"].dtype == torch.uint8
+    assert split.inputs["image"].shape == (8, 3, 3, 256, 341) and split.inputs["fbank"].shape == (8, 3, 1024, 128)
+    assert split.select([0]).inputs["image"].shape == (1, 3, 224, 224)
     (folder,) = (tmp_path / "cache" / "kinetics-sounds").iterdir()
     assert json.loads((folder / DONE_FILE).read_text()) == {"kept": 8, "skipped": 1}
     assert "skipped 1 of 9 samples" in caplog.text

@@ -11,7 +11,6 @@ import pytest
 import torch
 from fixtures_meld import EMOTIONS, TONE_SECONDS, write_meld
 
-from mpsl_flower.models.tokenizers import AudioTokenizer
 from tasks.audio import FRAMES_PER_SECOND, waveform_to_fbank
 from tasks.datasets import meld
 from tasks.preprocess import DONE_FILE, SKIPPED_FILE, DatasetError, build_split
@@ -31,7 +30,7 @@ def release(tmp_path_factory):
 def test_the_task_is_the_papers():
     assert meld.SPEC.name == meld.FOLDER == "meld" and meld.SPEC.class_names == EMOTIONS
     assert meld.SPEC.readout == ((FUSED_STREAM, 0, "audio"), (FUSED_STREAM, -1, "text"))
-    assert meld.SPEC.audio.num_frames == 766 and AudioTokenizer.num_patches(766, meld.SPEC.audio.num_mel_bins) == 912
+    assert meld.SPEC.audio.num_frames == 766 and meld.SPEC.audio.num_patches == 912
     assert meld.ARCHIVES[0].file_name == "MELD.Raw.tar.gz" and meld.ARCHIVES[0].unpack_to == "meld"
 
 
@@ -42,16 +41,20 @@ def test_train_is_train_plus_dev_with_emotions_and_cleaned_utterances(release):
     for split in ("train", "test"):
         assert [s.label for s in splits[split]] == [row["label"] for row in written[split]]
         assert [s.texts for s in splits[split]] == [(row["text"],) for row in written[split]]
-        assert [s.audio for s in splits[split]] == [(str(row["clip"]), 0.0, 2.56) for row in written[split]]
+        assert [s.clip for s in splits[split]] == [str(row["clip"]) for row in written[split]]
     assert splits["train"][0].texts == ('Oh, I\u2019m so neutral, "really" #0\u2026',)
-    assert splits["train"][-1].audio[0].endswith("meld/MELD.Raw/dev_splits_complete/dia2_utt0.mp4")
-    assert splits["test"][0].audio[0].endswith("meld/MELD.Raw/output_repeated_splits_test/dia0_utt0.mp4")
+    assert splits["train"][-1].clip.endswith("meld/MELD.Raw/dev_splits_complete/dia2_utt0.mp4")
+    assert splits["test"][0].clip.endswith("meld/MELD.Raw/output_repeated_splits_test/dia0_utt0.mp4")
 
 
-def test_a_split_decodes_the_first_2_56_s_padded_to_the_originals_766_frames(release, tmp_path):
+def test_a_split_caches_the_waveform_and_reads_the_first_2_56_s_padded_to_the_originals_766_frames(release, tmp_path):
     data_dir, written = release
     split = build_split(meld.SPEC, meld.samples(data_dir)["test"], tmp_path / "cache", "test")
-    fbank = split.inputs["fbank"].take(range(len(split))).float().numpy()
+    assert split.inputs["waveform"].shape == (14, 122_880)  # 7.68 s at 16 kHz
+    lengths = split.inputs["waveform_length"].take(range(14)).numpy()
+    expected = np.array([round(row["seconds"] * 16_000) for row in written["test"]])
+    assert (np.abs(lengths - expected) < 800).all()  # within an AAC frame's padding; all under 7.68 s
+    fbank = split.select(range(len(split))).inputs["fbank"].float().numpy()  # no generator: the deterministic view
     assert fbank.shape == (14, 766, 128) and split.labels.tolist() == [row["label"] for row in written["test"]]
     assert split.texts == [(row["text"],) for row in written["test"]]
     peaks, toned = {}, round(TONE_SECONDS * FRAMES_PER_SECOND)
@@ -73,7 +76,7 @@ def test_a_missing_or_corrupt_clip_is_skipped_and_counted(tmp_path, caplog):
     samples = meld.samples(tmp_path)["train"]
     assert len(samples) == 14  # the loader keeps the rows; decoding skips their clips
     split = build_split(meld.SPEC, samples, tmp_path / "cache", "train")
-    assert len(split) == 12 and split.inputs["fbank"].shape == (12, 766, 128)
+    assert len(split) == 12 and split.select(range(12)).inputs["fbank"].shape == (12, 766, 128)
     assert split.labels.tolist() == [row["label"] for row in written["train"] if row["clip"] not in written["broken"]]
     (folder,) = (tmp_path / "cache" / "meld").iterdir()
     assert json.loads((folder / DONE_FILE).read_text()) == {"kept": 12, "skipped": 2}

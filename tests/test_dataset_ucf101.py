@@ -8,18 +8,20 @@ import pytest
 import torch
 from fixtures_video import corrupt_video, write_ucf101
 
-from mpsl_flower.models.tokenizers import AudioTokenizer, ImageTokenizer
+from mpsl_flower.models.tokenizers import ImageTokenizer
 from tasks.datasets import kinetics_sounds, ucf101
 from tasks.preprocess import DONE_FILE, SKIPPED_FILE, DatasetError, build_split
-from tasks.spec import LATE_FUSION
+from tasks.spec import LATE_FUSION, RandomMoment
 
 
 def _class_of(sample) -> str:
-    return sample.frame[0].split("/UCF-101/")[1].split("/")[0]
+    return sample.clip.split("/UCF-101/")[1].split("/")[0]
 
 
-def test_the_task_is_one_frame_and_the_originals_10_255_s_of_audio_in_late_fusion():
+def test_the_task_is_a_random_moments_frame_and_the_originals_10_255_s_of_audio_in_late_fusion():
     spec = ucf101.SPEC
+    assert spec.augmentation == RandomMoment() and kinetics_sounds.SPEC.augmentation == spec.augmentation
+    assert (spec.augmentation.brightness, spec.augmentation.saturation) == (0.2, 0.2)
     assert (spec.name, spec.num_classes, spec.fusion) == ("ucf101", 51, LATE_FUSION)
     assert spec.streams == ("image", "audio") and spec.readout == (("image", 0, "image"), ("audio", 0, "audio"))
     assert spec.image.size == 224 and (spec.audio.num_frames, spec.audio.num_mel_bins) == (1024, 128)
@@ -27,37 +29,39 @@ def test_the_task_is_one_frame_and_the_originals_10_255_s_of_audio_in_late_fusio
     assert kinetics_sounds.SPEC.image == spec.image
     tokenizer = ImageTokenizer(spec.image, 96, 16)
     assert tokenizer.mean.abs().sum() == 0 and (tokenizer.std == 1).all()
-    assert AudioTokenizer.num_patches(1024, 128) == 1212
+    assert spec.audio.num_patches == 1212 and spec.audio.patch_grid == (101, 12)
     assert [a.unpack_to for a in ucf101.ARCHIVES] == ["ucf101", "ucf101"]
 
 
-def test_only_classes_with_audio_are_kept_and_relabelled_in_classind_order(tmp_path):
+def test_the_originals_51_classes_with_sound_are_kept_and_labelled_in_sorted_order(tmp_path):
+    assert len(ucf101.AUDIO_CLASSES) == 51 and list(ucf101.AUDIO_CLASSES) == sorted(ucf101.AUDIO_CLASSES)
+    assert "Archery" in ucf101.AUDIO_CLASSES and "Punch" not in ucf101.AUDIO_CLASSES
     facts = write_ucf101(tmp_path)
     splits = ucf101.samples(tmp_path)
+    labels = {name: ucf101.AUDIO_CLASSES.index(name) for name in facts["audio_classes"]}
+    assert labels["HammerThrow"] < labels["Hammering"]  # Python's sorted, not classInd's order
     for split in ("train", "test"):
-        assert [s.frame[0] for s in splits[split]] == [str(path) for path in facts[split]]
-        assert [s.label for s in splits[split]] == [facts["audio_classes"].index(_class_of(s)) for s in splits[split]]
-    assert len(splits["train"]) == 9 and len(splits["test"]) == 6
-    assert {_class_of(s) for s in splits["train"] + splits["test"]} == set(
-        facts["audio_classes"]
-    )  # Archery, Punch left out
-    first = splits["test"][0]
-    assert first.frame == (first.audio[0], None) and first.audio[1:] == (None, 10.255)
-    assert first.frame[0].endswith("ucf101/UCF-101/ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi")
+        assert [s.clip for s in splits[split]] == [str(path) for path in facts[split]]
+        assert [s.label for s in splits[split]] == [labels[_class_of(s)] for s in splits[split]]
+    assert len(splits["train"]) == 12 and len(splits["test"]) == 8
+    assert {_class_of(s) for s in splits["train"] + splits["test"]} == set(labels)  # JumpingJack, Punch left out
+    assert splits["test"][0].clip.endswith("ucf101/UCF-101/ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi")
 
 
-def test_a_split_decodes_to_224_pixel_frames_and_1024_frame_fbanks(tmp_path):
-    write_ucf101(tmp_path)
+def test_a_split_caches_each_videos_moments_and_draws_224_pixel_frames_with_their_fbanks(tmp_path):
+    facts = write_ucf101(tmp_path)
     split = build_split(ucf101.SPEC, ucf101.samples(tmp_path)["train"], tmp_path / "cache", "train")
-    assert split.inputs["image"].shape == (9, 3, 224, 224) and split.inputs["fbank"].shape == (9, 1024, 128)
-    assert split.labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
-    batch = split.select([0, 3, 6]).inputs
-    assert batch["image"].dtype == torch.uint8
-    red = batch["image"][0].float().mean(dim=(1, 2))
-    assert red[0] > 150 and red[2] < 100  # ApplyEyeMakeup is red
-    # 2.5 s of tone: the loudest mel bin rises with the class's tone (300, 700, 900 Hz); then padding.
+    assert split.inputs["image"].shape == (12, 3, 3, 256, 341) and split.inputs["fbank"].shape == (12, 3, 1024, 128)
+    label = {name: ucf101.AUDIO_CLASSES.index(name) for name in facts["audio_classes"]}
+    assert split.labels.tolist() == [label[name] for name in facts["audio_classes"] for _ in range(3)]
+    batch = split.select([0, 3, 6, 9]).inputs  # no generator: the middle moment, centre crop
+    assert batch["image"].shape == (4, 3, 224, 224) and batch["image"].dtype == torch.uint8
+    assert batch["fbank"].shape == (4, 1024, 128)
+    for image, clip in zip(batch["image"], facts["audio_classes"]):
+        assert (image.float().mean(dim=(1, 2)) - torch.tensor(facts["colours"][clip])).abs().max() < 12
+    # 2.5 s of tone: the loudest mel bin rises with the class's tone (300, 500, 700, 900 Hz); then padding.
     peaks = batch["fbank"][:, :200].float().mean(dim=1).argmax(dim=1).tolist()
-    assert peaks[0] < peaks[1] < peaks[2]
+    assert peaks == sorted(peaks) and len(set(peaks)) == 4
     # As the original: the waveform is zero-padded to 10.255 s, so the fbank's 1,024 frames end in silence,
     # not normalised.
     assert batch["fbank"][:, 300:].float().std() == 0 and (batch["fbank"][:, 300, 0] < -15).all()
@@ -65,17 +69,17 @@ def test_a_split_decodes_to_224_pixel_frames_and_1024_frame_fbanks(tmp_path):
 
 def test_a_corrupt_or_missing_video_is_skipped_and_counted(tmp_path, caplog):
     facts = write_ucf101(tmp_path)
-    corrupt_video(facts["train"][0])  # the first video of its class: the audio probe moves on to the next one
+    corrupt_video(facts["train"][0])
     facts["train"][4].unlink()
     samples = ucf101.samples(tmp_path)["train"]
-    assert len(samples) == 9
+    assert len(samples) == 12
     split = build_split(ucf101.SPEC, samples, tmp_path / "cache", "train")
-    assert len(split) == 7 and split.inputs["fbank"].shape[0] == 7
+    assert len(split) == 10 and split.inputs["fbank"].shape[0] == 10
     (folder,) = (tmp_path / "cache" / "ucf101").iterdir()
-    assert json.loads((folder / DONE_FILE).read_text()) == {"kept": 7, "skipped": 2}
+    assert json.loads((folder / DONE_FILE).read_text()) == {"kept": 10, "skipped": 2}
     listed = (folder / SKIPPED_FILE).read_text()
     assert str(facts["train"][0]) in listed and str(facts["train"][4]) in listed
-    assert "skipped 2 of 9 samples" in caplog.text
+    assert "skipped 2 of 12 samples" in caplog.text
 
 
 @pytest.mark.parametrize("missing", ["ucfTrainTestlist/classInd.txt", "ucfTrainTestlist/testlist01.txt", "UCF-101"])

@@ -288,10 +288,29 @@ def test_as_the_original_ast_gives_the_audio_tokenizer_its_cls_and_patch_project
     torch.testing.assert_close(parts["cls_token"], state["module.v.cls_token"].reshape(-1))
 
 
+def test_the_originals_audio_tokenizer_reads_the_fbank_time_first_without_a_bias_and_n01_positions():
+    audio = AudioInput(num_frames=1024)
+    original, ast = AudioTokenizer(audio, 768), AudioTokenizer(audio, 768, ast_layout=True)
+    assert original.patch_embed.bias is None and ast.patch_embed.bias is not None
+    assert 0.9 < original.pos_embed.std() < 1.1 and ast.pos_embed.std() < 0.1  # torch.randn, as the original
+    fbank = torch.zeros(1, 1024, 128)
+    fbank[0, :26, :16] = 1.0  # the first 26 frames of the lowest 16 bins: 3 patches along time x 2 along mel
+    for tokenizer in (original, ast):
+        tokenizer.pos_embed.data.zero_()
+        tokenizer.patch_embed.weight.data.fill_(1.0)
+        if tokenizer.patch_embed.bias is not None:
+            tokenizer.patch_embed.bias.data.zero_()
+    lit_original = (original(fbank)[0, 1:, 0] > 0).nonzero().flatten().tolist()
+    lit_ast = (ast(fbank)[0, 1:, 0] > 0).nonzero().flatten().tolist()
+    assert lit_original == [0, 1, 12, 13, 24, 25]  # a time row of 12 mel patches after another
+    assert lit_ast == [0, 1, 2, 101, 102, 103]  # a mel row of 101 time patches after another
+
+
 def test_with_its_positions_ast_initialises_the_audio_tokenizer_for_10_24_s_clips_exactly(tmp_path):
     state = write_ast(tmp_path / "audioset_10_10_0.4593.pth")
-    tokenizer = AudioTokenizer(AudioInput(num_frames=1024), 768)
-    grid = AudioTokenizer.grid(1024, 128)
+    audio = AudioInput(num_frames=1024)
+    tokenizer = AudioTokenizer(audio, 768, ast_layout=True)
+    grid = tuple(reversed(audio.patch_grid))
     assert grid == (12, 101)
     state_dict = read_state_dict(tmp_path / "audioset_10_10_0.4593.pth")
     tokenizer.load_state_dict(ast_audio_tokenizer(state_dict, tokenizer, grid, "ast", with_positions=True))
@@ -306,14 +325,14 @@ def test_ast_file_in_the_tokenizer_dir_initialises_shorter_clips_by_interpolatio
     write_ast(tmp_path / "audioset_10_10_0.4593.pth")
     folder = str(tmp_path)
     overrides = {"encoder-size": "vit-b16", "dataset": "shapes-av", "tokenizer-weights-cache-dir": folder}
-    client = new_client_model(_config(tmp_path, **overrides, **{"load-ast-positions": True}))
+    client = new_client_model(_config(tmp_path, **overrides, **{"audio-tokenizer": "ast"}))
     assert client.weight_sources["audio tokenizer"] == str(tmp_path / "audioset_10_10_0.4593.pth")
     assert client.weight_sources["image tokenizer"] == "random init"
-    grid = AudioTokenizer.grid(TASKS["shapes-av"].audio.num_frames, 128)
-    assert tuple(client.audio.pos_embed.shape) == (1 + grid[0] * grid[1], 768)
+    assert tuple(client.audio.pos_embed.shape) == (1 + TASKS["shapes-av"].audio.num_patches, 768)
     original = new_client_model(_config(tmp_path, **overrides))  # the original's: positions not from AST
     assert not torch.equal(original.audio.pos_embed, client.audio.pos_embed)
     torch.testing.assert_close(original.audio.cls_token, client.audio.cls_token)
+    torch.testing.assert_close(original.audio.patch_embed.weight, client.audio.patch_embed.weight)
 
 
 def test_an_ast_file_for_another_width_is_refused(tmp_path):

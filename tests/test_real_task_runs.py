@@ -18,6 +18,7 @@ from fixtures_meld import write_meld
 from fixtures_video import write_kinetics400, write_ucf101
 from flwr.app import Context, RecordDict
 from inprocess_grid import InProcessGrid
+from strategy_runs import epoch_records, run_strategy
 
 from mpsl_flower import client_app as client_module
 from mpsl_flower import server_app
@@ -68,6 +69,19 @@ def test_frame_audio_late_fusion_trains_on_ucf101(tmp_path):
         "image": (1 + 28 * 28, 96),  # 224 px frames, patch 8 of the tiny encoder
         "audio": (1 + 1212, 96),
     }
+
+
+def test_inputs_drawn_at_every_step_are_drawn_alike_on_the_flower_path_and_the_runner(tmp_path):
+    """UCF101's random moments, crops, flips and jitter, in training and at test, follow the step's key:
+    the clients, which re-run their forward pass when the cut gradient comes, and the test draws agree."""
+    write_ucf101(tmp_path / "data")
+    run_config = _run_config(tmp_path, "ucf101")
+    config = parse_run_config(run_config)
+    strategy, result = run_strategy(config, InProcessGrid(client_module.app, 2, run_config))
+    (flower_record,) = epoch_records(result)
+    runner_record = InProcessRunner(config, load_inputs(config), num_clients=2, device=CPU).run_epoch(0)
+    for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
+        assert flower_record[key] == pytest.approx(runner_record[key], rel=1e-5), key
 
 
 def test_audio_text_early_fusion_trains_on_meld(tmp_path):

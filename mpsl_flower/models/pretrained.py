@@ -49,7 +49,7 @@ from mpsl_flower.models.text_encoders import (
     openai_clip_text_encoder,
     token_ids_text_encoder,
 )
-from mpsl_flower.models.tokenizers import AudioTokenizer, ClientModel
+from mpsl_flower.models.tokenizers import ClientModel
 from mpsl_flower.models.weight_files import (
     AST_FILES,
     HF_VIT_FILES,
@@ -59,7 +59,6 @@ from mpsl_flower.models.weight_files import (
     OPENAI_CLIP_TEXT_L14,
     WeightFile,
 )
-from tasks.registry import TASKS
 
 logger = logging.getLogger(__name__)
 RANDOM = "random init"
@@ -103,8 +102,8 @@ def _warn_once(message: str) -> None:
 @functools.lru_cache(maxsize=4)
 def client_initial_state(config: RunConfig) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Weights that replace the random init of the client model, and their sources by part."""
-    size, task = ENCODER_SIZES[config.encoder_size], TASKS[config.dataset]
-    template = ClientModel(task, size.dim, size.patch, config.pre_layer_norm)
+    size, task = ENCODER_SIZES[config.encoder_size], config.task
+    template = ClientModel(task, size.dim, size.patch, config.pre_layer_norm, config.audio_tokenizer == "ast")
     state, sources = {}, {}
     needed = task.image is not None or config.pre_layer_norm
     clip_path, clip = _vision_checkpoint(config) if needed else (None, None)  # only the extracted parts are kept
@@ -123,9 +122,9 @@ def client_initial_state(config: RunConfig) -> tuple[dict[str, torch.Tensor], di
         ast_path = _find(AST_FILES, config)
         sources["audio tokenizer"] = str(ast_path or RANDOM)
         if ast_path:
-            grid = AudioTokenizer.grid(task.audio.num_frames, task.audio.num_mel_bins)
+            time, frequency = task.audio.patch_grid
             parts = ast_audio_tokenizer(
-                read_state_dict(ast_path), template.audio, grid, ast_path, config.load_ast_positions
+                read_state_dict(ast_path), template.audio, (frequency, time), ast_path, config.audio_tokenizer == "ast"
             )
             state.update({f"audio.{key}": value for key, value in parts.items()})
     return state, sources

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tasks.spec import FUSED_STREAM, PIXEL_NORMALISATIONS, AudioInput, ImageInput, TaskSpec
+from tasks.spec import AUDIO_PATCH, AUDIO_STRIDE, FUSED_STREAM, PIXEL_NORMALISATIONS, AudioInput, ImageInput, TaskSpec
 
 
 class ImageTokenizer(nn.Module):
@@ -35,33 +35,28 @@ class ImageTokenizer(nn.Module):
 
 
 class AudioTokenizer(nn.Module):
-    """AST-style: fbank (frames x mel) -> conv 16x16 stride 10 -> patches + CLS + positions."""
+    """fbank (frames x mel bins) -> 16 x 16 patches, stride 10 -> patch tokens after a CLS token, plus positions.
 
-    kernel, stride = 16, 10
+    `ast_layout=False`, as the original: the fbank enters the convolution as [time, mel] (time is
+    the image height, so patches follow time first), the convolution has no bias and the
+    positions start as N(0, 1). AST's projection weight, loaded into it, was trained on the
+    other orientation. `ast_layout=True`, as AST itself: [mel, time], frequency first, with a
+    bias, so AST's bias and positions can be loaded as well (`audio-tokenizer='ast'`).
+    """
 
-    def __init__(self, spec: AudioInput, dim: int) -> None:
+    def __init__(self, spec: AudioInput, dim: int, ast_layout: bool = False) -> None:
         super().__init__()
-        self.patch_embed = nn.Conv2d(1, dim, kernel_size=self.kernel, stride=self.stride)
-        num_patches = self.num_patches(spec.num_frames, spec.num_mel_bins)
+        self.ast_layout = ast_layout
+        self.patch_embed = nn.Conv2d(1, dim, kernel_size=AUDIO_PATCH, stride=AUDIO_STRIDE, bias=ast_layout)
         self.cls_token = nn.Parameter(torch.randn(dim) * dim**-0.5)
-        self.pos_embed = nn.Parameter(torch.randn(num_patches + 1, dim) * dim**-0.5)
-
-    @classmethod
-    def grid(cls, num_frames: int, num_mel_bins: int) -> tuple[int, int]:
-        """(frequency, time) patches of a fbank: 12 x 101 for 128 bins and 1,024 frames."""
-        along_freq = (num_mel_bins - cls.kernel) // cls.stride + 1
-        along_time = (num_frames - cls.kernel) // cls.stride + 1
-        return along_freq, along_time
-
-    @classmethod
-    def num_patches(cls, num_frames: int, num_mel_bins: int) -> int:
-        """Patches of a fbank: the sequence grows with the clip length."""
-        along_freq, along_time = cls.grid(num_frames, num_mel_bins)
-        return along_freq * along_time
+        position_scale = dim**-0.5 if ast_layout else 1.0
+        self.pos_embed = nn.Parameter(torch.randn(spec.num_patches + 1, dim) * position_scale)
 
     def forward(self, fbank: torch.Tensor) -> torch.Tensor:
-        # AST lays the fbank out as (mel, time) with frequency as the image height.
-        patches = self.patch_embed(fbank.float().transpose(1, 2).unsqueeze(1)).flatten(2).transpose(1, 2)
+        fbank = fbank.float()
+        if self.ast_layout:
+            fbank = fbank.transpose(1, 2)
+        patches = self.patch_embed(fbank.unsqueeze(1)).flatten(2).transpose(1, 2)
         cls = self.cls_token.expand(patches.shape[0], 1, -1)
         return torch.cat([cls, patches], dim=1) + self.pos_embed
 
@@ -91,12 +86,14 @@ class ClientModel(nn.Module):
     image/audio tokens and the text token into one sequence; late fusion keeps them apart.
     """
 
-    def __init__(self, task: TaskSpec, dim: int, patch: int, pre_layer_norm: bool) -> None:
+    def __init__(
+        self, task: TaskSpec, dim: int, patch: int, pre_layer_norm: bool, ast_audio_layout: bool = False
+    ) -> None:
         super().__init__()
         self.task = task
         self.dim = dim
         self.image = ImageTokenizer(task.image, dim, patch) if task.image else None
-        self.audio = AudioTokenizer(task.audio, dim) if task.audio else None
+        self.audio = AudioTokenizer(task.audio, dim, ast_audio_layout) if task.audio else None
         self.text = TextTokenizer(dim) if task.text else None
         self.pre_norm = nn.LayerNorm(dim, eps=1e-5) if pre_layer_norm else nn.Identity()
         self.weight_sources: dict[str, str] = {}  # part -> file that initialised it (set by split.build)

@@ -20,7 +20,6 @@ from mpsl_flower.models.tokenizers import ClientModel
 from mpsl_flower.split.client_side import ClientSide
 from mpsl_flower.split.server_side import ServerSide
 from tasks.objectives import RETRIEVAL_COSINE
-from tasks.registry import TASKS
 from tasks.spec import RETRIEVAL
 
 
@@ -32,9 +31,13 @@ def new_client_model(config: RunConfig, pretrained: bool = True) -> ClientModel:
     """
     size = ENCODER_SIZES[config.encoder_size]
     torch.manual_seed(config.seed)
-    model = ClientModel(TASKS[config.dataset], size.dim, size.patch, config.pre_layer_norm)
+    model = ClientModel(config.task, size.dim, size.patch, config.pre_layer_norm, config.audio_tokenizer == "ast")
     if pretrained:
         model.weight_sources = initialise_client_model(model, config)
+    for modality in ("image", "audio"):
+        tokenizer = getattr(model, modality)
+        if tokenizer is not None and modality not in config.trainable_tokenizers():
+            tokenizer.requires_grad_(False)  # `trainable-params-key`: it keeps its initial (pretrained) weights
     return model
 
 
@@ -49,7 +52,7 @@ def new_server_model(config: RunConfig) -> ServerModel:
     adapter per chosen modality of the task, or one shared by all (`include-unified-adapter`).
     """
     torch.manual_seed(config.seed + 1)
-    task = TASKS[config.dataset]
+    task = config.task
     finetune_blocks, adapters = config.finetune_blocks, ()
     if config.uses_adapters:
         finetune_blocks = 0
@@ -64,7 +67,7 @@ def new_server_model(config: RunConfig) -> ServerModel:
 
 def task_objective(config: RunConfig) -> str:
     """The task's objective, with retrieval scored as `retrieval-scoring` says."""
-    task = TASKS[config.dataset]
+    task = config.task
     if task.objective == RETRIEVAL and config.retrieval_scoring == "cosine":
         return RETRIEVAL_COSINE
     return task.objective

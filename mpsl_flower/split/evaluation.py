@@ -4,18 +4,33 @@ from __future__ import annotations
 
 import torch
 
+from mpsl_flower.config import RunConfig
 from mpsl_flower.models.server_model import ServerModel
 from mpsl_flower.models.tokenizers import ClientModel
+from tasks.augment import input_generator
 from tasks.data import SplitData
 from tasks.objectives import is_retrieval, loss_sum_and_correct, retrieval_recalls
 
 
+def evaluation_draws(config: RunConfig, epoch: int) -> tuple | None:
+    """The key of the test inputs' random choices after `epoch` (1-based), or None for the
+    deterministic inputs (`test-time-augmentation=false`). Every method and every client model
+    evaluated after one epoch sees the same draws."""
+    return (config.seed, "test", epoch) if config.test_time_augmentation else None
+
+
 @torch.no_grad()
 def evaluate(
-    client_model: ClientModel, server_model: ServerModel, split: SplitData, batch_size: int
+    client_model: ClientModel,
+    server_model: ServerModel,
+    split: SplitData,
+    batch_size: int,
+    draws: tuple | None = None,
 ) -> dict[str, float]:
     """Mean loss and accuracy of the split model on `split`; retrieval adds R@1/5/10 both ways.
 
+    A task that draws its inputs at each step (`tasks.augment`) draws the test inputs from the
+    key `draws` (`evaluation_draws`); None reads the deterministic ones.
     For retrieval the loss is the in-batch contrastive loss of `batch_size` batches, and
     `test_accuracy` is the mean of R@1 image->text and text->image over the whole split.
     """
@@ -24,7 +39,8 @@ def evaluate(
     server_model.eval()
     loss_sum, correct, outputs = 0.0, 0, []
     for start in range(0, len(split), batch_size):
-        batch = split.select(range(start, min(start + batch_size, len(split))))
+        rows = range(start, min(start + batch_size, len(split)))
+        batch = split.select(rows, None if draws is None else input_generator(*draws, start))
         streams = {name: tokens.to(device) for name, tokens in client_model(batch.inputs).items()}
         batch_outputs = server_model(streams).cpu()
         batch_loss, batch_correct = loss_sum_and_correct(server_model.objective, batch_outputs, batch.labels)

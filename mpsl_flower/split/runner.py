@@ -13,12 +13,11 @@ from mpsl_flower.models.weights import trainable_arrays
 from mpsl_flower.split.build import new_client_side, new_server_side, resolve_device
 from mpsl_flower.split.client_side import loss_gradient
 from mpsl_flower.split.epoch import EpochTally, averaged_client_model, with_evaluation
-from mpsl_flower.split.evaluation import evaluate
+from mpsl_flower.split.evaluation import evaluate, evaluation_draws
 from mpsl_flower.split.optimizer import epoch_lr
-from mpsl_flower.split.schedule import batch_rows, num_batches, steps_per_epoch
+from mpsl_flower.split.schedule import num_batches, step_batch, steps_per_epoch
 from tasks.data import SplitData, TaskData
 from tasks.partitioning import partition_rows
-from tasks.registry import TASKS
 
 
 class InProcessRunner:
@@ -30,7 +29,7 @@ class InProcessRunner:
         self.test = data.test
         rows = partition_rows(
             data.train,
-            TASKS[config.dataset].num_classes,
+            config.task.num_classes,
             config.split_type,
             num_clients,
             config.dirichlet_alpha,
@@ -44,9 +43,7 @@ class InProcessRunner:
 
     def batch(self, client: int, epoch: int, step: int) -> SplitData:
         partition = self.partitions[client]
-        return partition.select(
-            batch_rows(len(partition), self.client_batch_size, self.config.seed, client, epoch, step)
-        )
+        return step_batch(partition, self.client_batch_size, self.config.seed, client, epoch, step)
 
     def run_step(self, epoch: int, step: int, tally: EpochTally) -> None:
         """One MPSL step over every client that still has data this epoch."""
@@ -95,7 +92,8 @@ class InProcessRunner:
         states = [trainable_arrays(client.model) for client in self.clients]
         model = averaged_client_model(self.config, states, [len(p) for p in self.partitions])
         self.aggregated_client_model = model
+        draws = evaluation_draws(self.config, epoch + 1)
         return with_evaluation(
             tally.train_record(epoch, lr, len(states)),
-            lambda: evaluate(model, self.server.model, self.test, self.config.eval_batch_size),
+            lambda: evaluate(model, self.server.model, self.test, self.config.eval_batch_size, draws),
         )

@@ -45,21 +45,28 @@ def caption_archive(folder: str) -> Archive:
 
 
 def samples(split_file: Path, image_path: Callable[[dict], Path], dataset: str) -> dict[str, list[Sample]]:
-    """Samples of the train and test splits; the label of a sample is its row (retrieval has no classes)."""
+    """Samples of the train and test splits of a Karpathy split file."""
     if not split_file.is_file():
         raise DatasetError(
             f"{dataset}: {split_file} is missing; run `python -m tasks.download {dataset} --data-dir <torch-data-dir>`"
         )
     try:
         images = json.loads(split_file.read_text(encoding="utf-8"))["images"]
-    except (ValueError, KeyError) as error:
+        entries = [(e["split"], [s["raw"] for s in e["sentences"]], image_path(e)) for e in images]
+    except (ValueError, KeyError, TypeError) as error:
         raise DatasetError(
             f"{dataset}: {split_file} is not a Karpathy split file ({error}); download it again"
         ) from error
+    return split_samples(entries, dataset)
+
+
+def split_samples(entries: list[tuple[str, list[str], Path]], dataset: str) -> dict[str, list[Sample]]:
+    """Train and test samples of (Karpathy split, captions, image file) entries, in their order; the label
+    of a sample is its row (retrieval has no classes)."""
     result = {}
     for ours, theirs in SPLITS.items():
-        chosen = [entry for entry in images if entry["split"] == theirs]
-        complete = [entry for entry in chosen if len(entry["sentences"]) >= CAPTIONS]
+        chosen = [(captions, image) for split, captions, image in entries if split == theirs]
+        complete = [(captions, image) for captions, image in chosen if len(captions) >= CAPTIONS]
         if len(complete) < len(chosen):
             logger.warning(
                 "%s %s: %d images with fewer than %d captions left out",
@@ -69,9 +76,7 @@ def samples(split_file: Path, image_path: Callable[[dict], Path], dataset: str) 
                 CAPTIONS,
             )
         result[ours] = [
-            Sample(
-                row, texts=tuple(s["raw"].strip() for s in entry["sentences"][:CAPTIONS]), image=str(image_path(entry))
-            )
-            for row, entry in enumerate(complete)
+            Sample(row, texts=tuple(c.strip() for c in captions[:CAPTIONS]), image=str(image))
+            for row, (captions, image) in enumerate(complete)
         ]
     return result

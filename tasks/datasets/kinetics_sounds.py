@@ -34,7 +34,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from tasks.datasets.ucf101 import frame_and_audio_sample, frame_and_audio_spec
+from tasks.datasets.ucf101 import frame_and_audio_spec
 from tasks.preprocess import DatasetError, Sample, user_path
 
 logger = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ def samples(data_dir: Path) -> dict[str, list[Sample]]:
         )
     result: dict[str, list[Sample]] = {"train": [], "test": []}
     for video in present:
-        result[video.split].append(frame_and_audio_sample(root / video.path, video.label))
+        result[video.split].append(Sample(video.label, clip=str(root / video.path)))
     return result
 
 

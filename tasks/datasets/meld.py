@@ -9,8 +9,10 @@ hand: `tar -xzf train.tar.gz` in MELD.Raw, and so on):
     meld/MELD.Raw/dev_splits_complete/dia<D>_utt<U>.mp4
     meld/MELD.Raw/output_repeated_splits_test/dia<D>_utt<U>.mp4
 
-Train is the official train + dev, test the official test. A sample is the first 2.56 s of the
-clip's audio track (zero-padded to 7.675 s: the original's 766 fbank frames, 912 patches) and the utterance text.
+Train is the official train + dev, test the official test. A sample is 2.56 s of the clip's
+audio track, placed at a random offset in a 7.68 s window (the original's 766 fbank frames, 912
+patches), and the utterance text; the 2.56 s start at a random point in training and at the
+clip's start at test, drawn at every step (`tasks.spec.RandomAudioPlacement`).
 The one clip the original leaves out as corrupt (`EXCLUDED`) is left out here too. A row whose
 clip is missing or unreadable stays in the list and is skipped and counted by
 `tasks.preprocess.build_split`, like any unreadable file (train + dev list 11,098 rows; less the
@@ -24,12 +26,11 @@ from pathlib import Path
 
 from tasks.download import Archive
 from tasks.preprocess import DatasetError, Sample
-from tasks.spec import AudioInput, early_fusion_task
+from tasks.spec import AudioInput, RandomAudioPlacement, early_fusion_task
 
 FOLDER = "meld"
 RELEASE = "MELD.Raw"
 CLASS_NAMES = ("neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear")
-CLIP_SECONDS = 2.56  # from the start of the utterance, zero-padded to the original's 766-frame window (7.675 s)
 # official split -> (its clip folder, the archive inside MELD.Raw that unpacks to that folder)
 OFFICIAL_SPLITS = {
     "train": ("train_splits", "train.tar.gz"),
@@ -46,6 +47,7 @@ SPEC = early_fusion_task(
     "MELD: Friends utterance audio + transcript, 7-emotion classification (early fusion)",
     CLASS_NAMES,
     audio=AudioInput(num_frames=766, original=True),
+    augmentation=RandomAudioPlacement(),
 )
 
 ARCHIVES = [
@@ -108,7 +110,7 @@ def _sample(row: dict[str, str], official: str, folder: Path, where: str) -> Sam
     if (official, dialogue, utterance) in EXCLUDED:
         return None
     clip = folder / f"dia{dialogue}_utt{utterance}.mp4"
-    return Sample(label, texts=(text,), audio=(str(clip), 0.0, CLIP_SECONDS))
+    return Sample(label, texts=(text,), clip=str(clip))
 
 
 def samples(data_dir: Path) -> dict[str, list[Sample]]:

@@ -1,4 +1,4 @@
-"""UCF101 with sound (Soomro et al., 2012): action recognition from one frame + 10.255 s of audio.
+"""UCF101 with sound (Soomro et al., 2012): action recognition from a frame + 10.255 s of audio.
 
 Layout under `torch-data-dir` (both archives unpack into `ucf101/`):
 
@@ -7,59 +7,67 @@ Layout under `torch-data-dir` (both archives unpack into `ucf101/`):
     ucf101/ucfTrainTestlist/trainlist01.txt                 "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1"
     ucf101/ucfTrainTestlist/testlist01.txt                  "ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi"
 
-Only 51 of the 101 classes were recorded with sound, and sound is a property of the class, so
-the task keeps the classes whose first readable video has an audio track (one probe per class,
-not one per video) and relabels them 0..50 in classInd order. With split 1 that gives 4,893
-train and 1,943 test videos. A video of a kept class that has no track after all is skipped
-and counted when decoded, like any unreadable file.
+Only 51 of the 101 classes were recorded with sound. The task keeps those of the original's
+sample list (its assets/ucf101/samples.txt: split 1 of those 51 classes, 4,893 train and 1,943
+test videos), `AUDIO_CLASSES`, labelled 0..50 in the order of Python's `sorted` on their names,
+as the original does (it differs from classInd's: HammerThrow before Hammering). A video of a
+kept class that has no audio track after all is skipped and counted when decoded, like any
+unreadable file.
 
-The task definition (one middle frame + the 10.255 s of audio around it, late fusion) is shared
-with Kinetics-Sounds through `frame_and_audio_spec` and `frame_and_audio_sample`.
+The task definition (at every step a random moment's frame, randomly cropped, flipped and
+jittered, + the 10.255 s of audio around it, late fusion; `tasks.spec.RandomMoment`) is shared
+with Kinetics-Sounds through `frame_and_audio_spec`.
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
-from tasks.audio import SAMPLE_RATE, window_samples
 from tasks.download import Archive
-from tasks.media import MediaError, has_audio
 from tasks.preprocess import DatasetError, Sample
-from tasks.spec import LATE_FUSION, AudioInput, ImageInput, TaskSpec
+from tasks.spec import LATE_FUSION, AudioInput, ImageInput, RandomMoment, TaskSpec, fusion_readout
 
-logger = logging.getLogger(__name__)
 FOLDER = "ucf101"
 VIDEOS = "UCF-101"
 LISTS = "ucfTrainTestlist"
 SPLIT_LISTS = {"train": "trainlist01.txt", "test": "testlist01.txt"}  # split 1, as the paper
-NUM_CLASSES = 51
-AUDIO_FRAMES = 1024  # the original's `input_tdim`: 1,212 audio patches
-CLIP_SECONDS = window_samples(AUDIO_FRAMES) / SAMPLE_RATE  # 10.255 s, the original's window: exactly 1,024 frames
+# The 51 classes with sound, as the original's sample list names them (MIT, "Copyright (c) 2025 Nousphera"),
+# in Python's `sorted` order: their label ids.
+AUDIO_CLASSES = (
+    "ApplyEyeMakeup", "ApplyLipstick", "Archery", "BabyCrawling", "BalanceBeam", "BandMarching", "BasketballDunk",
+    "BlowDryHair", "BlowingCandles", "BodyWeightSquats", "Bowling", "BoxingPunchingBag", "BoxingSpeedBag",
+    "BrushingTeeth", "CliffDiving", "CricketBowling", "CricketShot", "CuttingInKitchen", "FieldHockeyPenalty",
+    "FloorGymnastics", "FrisbeeCatch", "FrontCrawl", "Haircut", "HammerThrow", "Hammering", "HandstandPushups",
+    "HandstandWalking", "HeadMassage", "IceDancing", "Knitting", "LongJump", "MoppingFloor", "ParallelBars",
+    "PlayingCello", "PlayingDaf", "PlayingDhol", "PlayingFlute", "PlayingSitar", "Rafting", "ShavingBeard", "Shotput",
+    "SkyDiving", "SoccerPenalty", "StillRings", "SumoWrestling", "Surfing", "TableTennisShot", "Typing", "UnevenBars",
+    "WallPushups", "WritingOnBoard",
+)  # fmt: skip
+AUDIO_FRAMES = 1024  # the original's `input_tdim` (1,212 audio patches): a 10.255 s window
+FRAME = ImageInput(size=224, normalisation="none")  # the original's frame transform ends in ToTensor
+AUDIO = AudioInput(num_frames=AUDIO_FRAMES, original=True)
 
 
 def frame_and_audio_spec(name: str, description: str, num_classes: int) -> TaskSpec:
-    """A video task: the frame (197 tokens) and the audio (1 + 1,212 tokens) run through the encoder
-    apart (late fusion), and the head reads the mean of the two CLS outputs."""
+    """A video task: a frame (197 tokens) and the audio around it (1 + 1,212 tokens) run through the
+    encoder apart (late fusion), and the head reads the mean of the two CLS outputs."""
     return TaskSpec(
         name=name,
         description=description,
         num_classes=num_classes,
         class_names=(),
         fusion=LATE_FUSION,
-        readout=(("image", 0, "image"), ("audio", 0, "audio")),
-        image=ImageInput(size=224, normalisation="none"),  # the original's frame transform ends in ToTensor
-        audio=AudioInput(num_frames=AUDIO_FRAMES, original=True),
+        readout=fusion_readout(LATE_FUSION, FRAME, AUDIO, None),
+        image=FRAME,
+        audio=AUDIO,
+        augmentation=RandomMoment(),
     )
 
 
-def frame_and_audio_sample(video: Path, label: int) -> Sample:
-    """The video's middle frame and the 10.255 s of its audio centred on the middle."""
-    return Sample(label, frame=(str(video), None), audio=(str(video), None, CLIP_SECONDS))
-
-
 SPEC = frame_and_audio_spec(
-    "ucf101", "UCF101 (51 classes with sound): video frame + audio, action classification (late fusion)", NUM_CLASSES
+    "ucf101",
+    "UCF101 (51 classes with sound): video frame + audio, action classification (late fusion)",
+    len(AUDIO_CLASSES),
 )
 ARCHIVES = [
     Archive("https://www.crcv.ucf.edu/data/UCF101/UCF101.rar", "UCF101.rar", FOLDER),
@@ -83,25 +91,13 @@ def _lines(data_dir: Path, name: str) -> list[list[str]]:
     return [line.split() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _has_sound(videos: Path, listed: list[str]) -> bool:
-    """Whether the class's first video that opens has an audio track (False when none opens)."""
-    for relative in listed:
-        try:
-            return has_audio(videos / relative)
-        except MediaError as error:
-            logger.warning("UCF101: cannot probe %s for audio, trying the next video of its class", error)
-    return False
-
-
-def _group(classes: list[str], listed: dict[str, list[str]]) -> dict[str, list[str]]:
-    """Each class's videos (relative paths), train first; the class is the folder, not the file name."""
-    by_class: dict[str, list[str]] = {name: [] for name in classes}
+def _check_classes(classes: list[str], listed: dict[str, list[str]]) -> None:
+    """Every listed video lies in a class folder that classInd.txt names (the class is the folder, not the
+    file name: HandstandPushups/ holds v_HandStandPushups_*.avi)."""
+    known = set(classes)
     for relative in listed["train"] + listed["test"]:
-        folder = relative.split("/")[0]
-        if folder not in by_class:
-            raise DatasetError(f"UCF101: {relative} is listed under class {folder!r}, which classInd.txt does not name")
-        by_class[folder].append(relative)
-    return by_class
+        if relative.split("/")[0] not in known:
+            raise DatasetError(f"UCF101: {relative} is listed under a class that classInd.txt does not name")
 
 
 def samples(data_dir: Path) -> dict[str, list[Sample]]:
@@ -110,13 +106,9 @@ def samples(data_dir: Path) -> dict[str, list[Sample]]:
     videos = data_dir / FOLDER / VIDEOS
     if not videos.is_dir():
         raise _missing(data_dir, videos)
-    by_class = _group(classes, listed)
-    audible = [name for name in classes if _has_sound(videos, by_class[name])]
-    logger.info("UCF101: %d of %d classes have an audio track", len(audible), len(classes))
-    if len(audible) > NUM_CLASSES:
-        raise DatasetError(f"UCF101: {len(audible)} classes have audio, more than the {NUM_CLASSES} of the release")
-    label = {name: index for index, name in enumerate(audible)}
+    _check_classes(classes, listed)
+    label = {name: index for index, name in enumerate(AUDIO_CLASSES)}
     return {
-        split: [frame_and_audio_sample(videos / r, label[r.split("/")[0]]) for r in rows if r.split("/")[0] in label]
+        split: [Sample(label[r.split("/")[0]], clip=str(videos / r)) for r in rows if r.split("/")[0] in label]
         for split, rows in listed.items()
     }
