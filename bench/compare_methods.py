@@ -15,28 +15,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-from torch.utils.flop_counter import FlopCounterMode
-
+from mpsl_flower.accounting import CLIENT, analytic_parts, method_costs
 from mpsl_flower.config import RunConfig, parse_run_config
-from mpsl_flower.models.encoder import ENCODER_SIZES
-from mpsl_flower.models.tokenizers import example_inputs
 from mpsl_flower.results import read_metrics
 from mpsl_flower.server_app import train
 from mpsl_flower.simulation import simulate
-from mpsl_flower.split.build import new_client_model, new_full_model
 
 METHODS = ("mpsl", "fedavg", "fedclip", "centralized")
 
 
-def client_forward_flops(config: RunConfig) -> int:
-    """FLOPs of one sample's forward pass on a client: tokenizers for MPSL, the whole model for FL."""
-    if config.method == "centralized":
-        return 0
-    model = new_client_model(config) if config.method == "mpsl" else new_full_model(config)
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(example_inputs(config.task, batch=1, text_feature_dim=ENCODER_SIZES[config.encoder_size].dim))
-    return counter.get_total_flops()
+def client_forward_flops(config: RunConfig) -> float:
+    """FLOPs (2 x MACs) of one sample's forward pass on a client: tokenizers for MPSL, the whole model for FL."""
+    return 2 * method_costs(config.method, analytic_parts(config))[CLIENT].forward
 
 
 def run_method(method: str, num_clients: int, overrides: dict, output_root: Path) -> dict:

@@ -115,7 +115,7 @@ def _finish_pending_step(
         pending[wire.STEP_INDEX],
     ):
         raise ValueError(f"cut-layer gradient for step {sent_for} does not match this client's pending step {pending}")
-    cut_grad = wire.record_to_tensors(msg.content[wire.CUT_GRAD])
+    cut_grad = wire.read_activations(msg.content[wire.CUT_GRAD], config.activation_precision)
     client.apply_cut_grad(
         _batch(data, config, context, pending).inputs, cut_grad, epoch_lr(config, pending[wire.EPOCH])
     )
@@ -130,10 +130,19 @@ def _resume(msg: Message, context: Context) -> tuple[RunConfig, SplitData, Clien
     return config, data, client, _finish_pending_step(msg, context, config, client, data)
 
 
-def _reply(msg: Message, arrays_key: str, arrays: dict, started: float, metrics: dict | None = None) -> Message:
-    """A reply holding one ArrayRecord and the client's metrics, timed from `started`."""
+def _reply(
+    msg: Message,
+    arrays_key: str,
+    arrays: dict,
+    started: float,
+    metrics: dict | None = None,
+    precision: str | None = None,
+) -> Message:
+    """A reply holding one ArrayRecord and the client's metrics, timed from `started`; activations and
+    gradients are packed at `precision` (`activation-precision`), weights (None) as float32."""
     metrics = {**(metrics or {}), wire.COMPUTE_S: time.perf_counter() - started}
-    content = RecordDict({arrays_key: wire.tensors_to_record(arrays), wire.CLIENT_METRICS: MetricRecord(metrics)})
+    record = wire.tensors_to_record(arrays) if precision is None else wire.encode_activations(arrays, precision)
+    content = RecordDict({arrays_key: record, wire.CLIENT_METRICS: MetricRecord(metrics)})
     return Message(content, reply_to=msg)
 
 
@@ -164,7 +173,7 @@ def forward(msg: Message, context: Context) -> Message:
     step = {key: msg.content[wire.STEP][key] for key in PENDING_KEYS}
     smashed = client.smashed(_batch(data, config, context, step).inputs)
     context.state[wire.STATE_PROGRESS] = ConfigRecord({**progress, **step})
-    return _reply(msg, wire.SMASHED, smashed, started)
+    return _reply(msg, wire.SMASHED, smashed, started, precision=config.activation_precision)
 
 
 @app.train(wire.action(wire.LOSS_GRAD))
@@ -178,12 +187,12 @@ def loss_grad(msg: Message, context: Context) -> Message:
     if (step[wire.EPOCH], step[wire.STEP_INDEX]) != (progress.get(wire.EPOCH), progress.get(wire.STEP_INDEX)):
         raise ValueError(f"logits for step {dict(step)} but this client's pending step is {progress}")
     labels = _batch(data, config, context, progress).labels
-    logits = wire.record_to_tensors(msg.content[wire.LOGITS])[wire.LOGITS]
+    logits = wire.read_activations(msg.content[wire.LOGITS], config.activation_precision)[wire.LOGITS]
     if logits.shape[0] != len(labels):
         raise ValueError(f"got logits for {logits.shape[0]} samples, the pending batch has {len(labels)}")
     grad, loss_sum, correct = loss_gradient(task_objective(config), logits, labels, int(step[wire.TOTAL_BATCH]))
     metrics = {wire.LOSS_SUM: loss_sum, wire.CORRECT: correct, wire.NUM_EXAMPLES: len(labels)}
-    return _reply(msg, wire.LOGIT_GRAD, {wire.LOGIT_GRAD: grad}, started, metrics)
+    return _reply(msg, wire.LOGIT_GRAD, {wire.LOGIT_GRAD: grad}, started, metrics, config.activation_precision)
 
 
 @app.train(wire.action(wire.END_EPOCH))

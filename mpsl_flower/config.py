@@ -25,6 +25,7 @@ DEVICES = ("auto", "cpu", "cuda")
 TEXT_ENCODERS = ("auto", "clip", "openclip", "minilm", "bag-of-words", "token-ids")
 RETRIEVAL_SCORINGS = ("dot", "cosine")
 AUDIO_TOKENIZERS = ("original", "ast")
+ACTIVATION_PRECISIONS = ("float32", "float16", "bfloat16", "int8")  # encoded in mpsl_flower.wire
 # The original's `--trainable_params_key` choices: which tokenizers train besides the head ("default": all).
 TRAINABLE_PARAMS_KEYS = (
     "default",
@@ -96,6 +97,9 @@ class RunConfig:
     save_final_model: bool = field(default=True, metadata=_key("save-final-model"))
     validate_only_aggregated: bool = field(default=True, metadata=_key("validate-only-aggregated-model"))
     test_time_augmentation: bool = field(default=True, metadata=_key("test-time-augmentation"))
+    activation_precision: str = field(
+        default="float32", metadata=_key("activation-precision", choices=ACTIVATION_PRECISIONS)
+    )
 
     @functools.cached_property
     def task(self) -> TaskSpec:
@@ -202,6 +206,13 @@ def parse_run_config(run_config: Mapping[str, object]) -> RunConfig:
         raise ConfigError(str(error)) from error
     if not config.output_dir:
         raise ConfigError(f"output-dir is empty: set an absolute folder for the results, e.g. {DEFAULT_OUTPUT_DIR!r}")
+    patch, image = ENCODER_SIZES[config.encoder_size].patch, config.task.image
+    if image is not None and image.size % patch:
+        fitting = [name for name, size in ENCODER_SIZES.items() if image.size % size.patch == 0]
+        raise ConfigError(
+            f"encoder-size={config.encoder_size!r} cuts images into {patch}-pixel patches, which do not tile "
+            f"{config.dataset}'s {image.size}-pixel images; choose one of {fitting}"
+        )
     if config.method == "mpsl" and not config.pre_layer_norm and not config.trainable_tokenizers():
         raise ConfigError(
             f"trainable-params-key={config.trainable_params_key!r} with use-pre-layer-norm=false leaves MPSL clients "

@@ -28,6 +28,9 @@ import torch
 from flwr.app import Array, ArrayRecord, RecordDict
 from flwr.common.serde import recorddict_to_proto
 
+from mpsl_flower.split import precision as precision_codec
+from mpsl_flower.split.precision import ENCODED_DTYPES, SCALE_SUFFIX
+
 # ---- message types ------------------------------------------------------------------------
 FORWARD = "train.forward"
 LOSS_GRAD = "train.loss_grad"
@@ -106,6 +109,40 @@ def record_to_arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
     return {name: array.numpy() for name, array in record.items()}
 
 
+def encode_activations(tensors: dict[str, torch.Tensor], precision: str) -> ArrayRecord:
+    """Activations or gradients packed at `activation-precision` (`split.precision` codes them)."""
+    return ArrayRecord({name: Array(array) for name, array in precision_codec.encode(tensors, precision).items()})
+
+
+def decode_activations(
+    record: ArrayRecord, expected: dict[str, tuple[int, ...]], precision: str, what: str
+) -> tuple[dict[str, torch.Tensor] | None, str | None]:
+    """(float32 tensors, None) from what `encode_activations` packed, or (None, why it cannot be used):
+    names, coded dtypes and shapes as `expected` and `precision` say, every value finite."""
+    arrays = record_to_arrays(record)
+    scaled = precision == "int8"
+    names = set(expected) | ({name + SCALE_SUFFIX for name in expected} if scaled else set())
+    if set(arrays) != names:
+        return None, f"{what}: expected arrays {sorted(names)}, got {sorted(arrays)}"
+    tensors = {}
+    for name, shape in expected.items():
+        array, scale = arrays[name], arrays.get(name + SCALE_SUFFIX)
+        if array.dtype != ENCODED_DTYPES[precision] or tuple(array.shape) != tuple(shape):
+            got, wanted = f"{array.dtype} {tuple(array.shape)}", f"{np.dtype(ENCODED_DTYPES[precision])} {tuple(shape)}"
+            return None, f"{what}: array {name!r} is {got}, expected {wanted} ({precision})"
+        if scaled and (scale.dtype != np.float32 or tuple(scale.shape) != (*shape[:-1], 1)):
+            return None, f"{what}: {name + SCALE_SUFFIX!r} is not float32 of shape {(*shape[:-1], 1)}"
+        tensors[name] = precision_codec.decoded(array, scale, precision)
+        if not torch.isfinite(tensors[name]).all():
+            return None, f"{what}: array {name!r} contains NaN or Inf (at {precision})"
+    return tensors, None
+
+
+def read_activations(record: ArrayRecord, precision: str) -> dict[str, torch.Tensor]:
+    """Float32 tensors of what `encode_activations` packed (the server's; a client trusts them)."""
+    return precision_codec.decode(record_to_arrays(record), precision)
+
+
 def check_arrays(arrays: dict[str, np.ndarray], expected: dict[str, tuple[int, ...]], what: str) -> str | None:
     """Why `arrays` is not exactly the float32, finite arrays of shapes `expected`; None when it is."""
     if set(arrays) != set(expected):
@@ -127,11 +164,13 @@ def reply_problem(
     expected: dict[str, tuple[int, ...]],
     metrics_key: str,
     metric_names: tuple[str, ...],
+    precision: str | None = None,
 ) -> str | None:
     """Why a client's reply cannot be used; None when it holds everything, well-formed.
 
     One check for every method: the arrays record with exactly the `expected` float32, finite
-    arrays, and the metrics record with every name of `metric_names`, each a finite number.
+    arrays (activations: as `precision` encodes them), and the metrics record with every name of
+    `metric_names`, each a finite number.
     """
     if arrays_key not in content or metrics_key not in content:
         return f"reply lacks its {arrays_key!r} or {metrics_key!r} record"
@@ -143,7 +182,10 @@ def reply_problem(
         value = metrics[name]
         if not isinstance(value, int | float) or not math.isfinite(value):
             return f"client reported a non-finite {name!r}: {value!r}"
-    return check_arrays(record_to_arrays(content[arrays_key]), expected, arrays_key.replace("_", " "))
+    what = arrays_key.replace("_", " ")
+    if precision is not None:
+        return decode_activations(content[arrays_key], expected, precision, what)[1]
+    return check_arrays(record_to_arrays(content[arrays_key]), expected, what)
 
 
 def payload_bytes(content: RecordDict) -> int:

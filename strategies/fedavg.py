@@ -26,6 +26,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result
 
 from mpsl_flower import wire
+from mpsl_flower.accounting import fedavg_bytes_per_client
 from mpsl_flower.client_data import partition_label_counts
 from mpsl_flower.config import RunConfig
 from mpsl_flower.models.weights import load_trainable
@@ -112,6 +113,8 @@ class FederatedAveraging(FedAvg):
         )
         content = RecordDict({wire.ARRAYS: arrays, wire.CONFIG: round_config})
         self.tally.bytes_down = wire.payload_bytes(content) * len(chosen)
+        trained = sum(int(np.prod(shape)) for shape in self.expected.values())
+        self.tally.bytes_analytic = len(chosen) * fedavg_bytes_per_client(trained)
         log(INFO, "[%s] round %d: %d of %d clients", self.config.method, server_round, len(chosen), len(self.clients))
         return [
             Message(content, dst_node_id=self.clients[pid].node_id, message_type=wire.FEDAVG_TRAIN) for pid in chosen

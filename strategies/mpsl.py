@@ -20,6 +20,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result
 
 from mpsl_flower import wire
+from mpsl_flower.accounting import mpsl_bytes_per_sample
 from mpsl_flower.client_data import partition_label_counts
 from mpsl_flower.config import RunConfig
 from mpsl_flower.models.full_model import FullModel
@@ -52,10 +53,12 @@ class MpslStrategy(LoopStrategy):
         self.config = config
         self.results = results
         self.server = new_server_side(config, device)
+        self.precision = config.activation_precision
         self.template = new_client_model(config)  # the initial client model every client builds
         self.stream_shapes = self.template.stream_shapes()
         self.client_weight_shapes = {n: tuple(p.shape) for n, p in self.template.named_parameters() if p.requires_grad}
         self.output_shape = self.server.model.output_shape
+        self.bytes_per_sample = mpsl_bytes_per_sample(self.stream_shapes, self.output_shape, self.precision)
         self.pending_cut_grads: dict[int, tuple[dict[str, torch.Tensor], int, int]] = {}
 
     # ---- run ----------------------------------------------------------------------------
@@ -166,11 +169,11 @@ class MpslStrategy(LoopStrategy):
         smashed = {}
         for c in active:
             expected = {name: (sizes[c.node_id], *shape) for name, shape in self.stream_shapes.items()}
-            reason = _reply_problem(forward, c.node_id, wire.SMASHED, expected, wire.FORWARD_METRICS)
+            reason = _reply_problem(forward, c.node_id, wire.SMASHED, expected, wire.FORWARD_METRICS, self.precision)
             if reason:
                 self._drop(c, epoch, step, reason, tally)
             else:
-                smashed[c.node_id] = wire.record_to_tensors(forward.replies[c.node_id][wire.SMASHED])
+                smashed[c.node_id] = wire.read_activations(forward.replies[c.node_id][wire.SMASHED], self.precision)
                 tally.client_compute_s += float(forward.replies[c.node_id][wire.CLIENT_METRICS][wire.COMPUTE_S])
         if not smashed:
             log(WARNING, "[MPSL] epoch %d step %d: no client sent activations; step skipped", epoch + 1, step)
@@ -183,7 +186,9 @@ class MpslStrategy(LoopStrategy):
         total = sum(sizes[node] for node in smashed)
         loss_step = ConfigRecord({wire.EPOCH: epoch, wire.STEP_INDEX: step, wire.TOTAL_BATCH: total})
         requests = {
-            node: RecordDict({wire.LOGITS: wire.tensors_to_record({wire.LOGITS: part}), wire.STEP: loss_step})
+            node: RecordDict(
+                {wire.LOGITS: wire.encode_activations({wire.LOGITS: part}, self.precision), wire.STEP: loss_step}
+            )
             for node, part in logits.items()
         }
         backward = exchange(grid, requests, wire.LOSS_GRAD, timeout, group_id=f"{epoch}.{step}")
@@ -191,7 +196,7 @@ class MpslStrategy(LoopStrategy):
         logit_grads = []
         for node in smashed:
             expected = {wire.LOGIT_GRAD: (sizes[node], *self.output_shape)}
-            reason = _reply_problem(backward, node, wire.LOGIT_GRAD, expected, wire.LOSS_GRAD_METRICS)
+            reason = _reply_problem(backward, node, wire.LOGIT_GRAD, expected, wire.LOSS_GRAD_METRICS, self.precision)
             if reason:
                 self._drop(next(c for c in active if c.node_id == node), epoch, step, reason, tally)
                 logit_grads.append(None)
@@ -201,8 +206,9 @@ class MpslStrategy(LoopStrategy):
             tally.add_client_loss(
                 float(metrics[wire.LOSS_SUM]), int(metrics[wire.CORRECT]), int(metrics[wire.NUM_EXAMPLES])
             )
+            tally.bytes_analytic += int(metrics[wire.NUM_EXAMPLES]) * self.bytes_per_sample
             tally.client_compute_s += float(metrics[wire.COMPUTE_S])
-            logit_grads.append(wire.record_to_tensors(reply[wire.LOGIT_GRAD])[wire.LOGIT_GRAD])
+            logit_grads.append(wire.read_activations(reply[wire.LOGIT_GRAD], self.precision)[wire.LOGIT_GRAD])
 
         started = time.perf_counter()
         cut_grads = self.server.backward(logit_grads)
@@ -216,7 +222,7 @@ class MpslStrategy(LoopStrategy):
         """Piggy-back the node's last cut-layer gradient on its next message."""
         if node in self.pending_cut_grads:
             cut_grad, epoch, step = self.pending_cut_grads.pop(node)
-            records[wire.CUT_GRAD] = wire.tensors_to_record(cut_grad)
+            records[wire.CUT_GRAD] = wire.encode_activations(cut_grad, self.precision)
             records[wire.CUT_GRAD_STEP] = ConfigRecord({wire.EPOCH: epoch, wire.STEP_INDEX: step})
         return RecordDict(records)
 
@@ -266,12 +272,17 @@ class MpslStrategy(LoopStrategy):
 
 
 def _reply_problem(
-    result: Exchange, node: int, arrays_key: str, expected: dict, metric_names: tuple[str, ...]
+    result: Exchange,
+    node: int,
+    arrays_key: str,
+    expected: dict,
+    metric_names: tuple[str, ...],
+    precision: str | None = None,
 ) -> str | None:
     """Why a node's reply of this exchange cannot be used: absent, failed or malformed."""
     if node in result.failures:
         return result.failures[node]
-    return wire.reply_problem(result.replies[node], arrays_key, expected, wire.CLIENT_METRICS, metric_names)
+    return wire.reply_problem(result.replies[node], arrays_key, expected, wire.CLIENT_METRICS, metric_names, precision)
 
 
 def _full_arrays(model: FullModel) -> ArrayRecord:

@@ -31,19 +31,25 @@ def make_partitioner(split_type: str, num_partitions: int, alpha: float, seed: i
     raise ValueError(f"unknown split type {split_type!r}; allowed values: iid, noniid")
 
 
-def partition_rows(
+def task_partitioner(
     train: SplitData, num_classes: int, split_type: str, num_partitions: int, alpha: float, seed: int
-) -> list[list[int]]:
-    """Row indices of every partition; the same arguments always give the same partitions.
-
-    Retrieval tasks (`num_classes` 0) have no labels to skew: they always get the even
-    random split.
-    """
+) -> Partitioner:
+    """The flwr-datasets partitioner of a task's training set (with its `datasets.Dataset` of (row, label)),
+    e.g. for flwr-datasets' `plot_label_distributions`. Retrieval tasks (`num_classes` 0) have no labels
+    to skew: they always get the even random split."""
     if num_classes == 0:
         split_type = "iid"
     partitioner = make_partitioner(split_type, num_partitions, alpha, seed)
     index = train.index_dataset(num_classes)
     partitioner.dataset = index.shuffle(seed=seed) if split_type == "iid" else index
+    return partitioner
+
+
+def partition_rows(
+    train: SplitData, num_classes: int, split_type: str, num_partitions: int, alpha: float, seed: int
+) -> list[list[int]]:
+    """Row indices of every partition; the same arguments always give the same partitions."""
+    partitioner = task_partitioner(train, num_classes, split_type, num_partitions, alpha, seed)
     with warnings.catch_warnings():
         # flwr-datasets warns on every Dirichlet redraw; only a final failure matters.
         warnings.simplefilter("ignore", UserWarning)

@@ -251,8 +251,8 @@ def test_wider_encoders_get_the_originals_vit_l14_text_encoder(tmp_path):
     write_openai_clip_text(tmp_path / "clip-vit-large-patch14", projection=768)
     write_openai_clip_text(tmp_path / "clip-vit-base-patch16")
     for size, folder in (("vit-l14", "clip-vit-large-patch14"), ("vit-b16", "clip-vit-base-patch16")):
-        config = _config(tmp_path, **{"encoder-size": size, "tokenizer-weights-cache-dir": str(tmp_path)})
-        encoder = resolve_text_encoder(config)
+        options = {"encoder-size": size, "tokenizer-weights-cache-dir": str(tmp_path), "dataset": "coco-qa"}
+        encoder = resolve_text_encoder(_config(tmp_path, **options))  # 224-pixel images: 14-pixel patches tile them
         width = 768 if size == "vit-l14" else 512
         assert encoder.name == "clip" and tuple(encoder.encode(["a cat"]).shape) == (1, width)
         assert f"model.safetensors:{(tmp_path / folder / 'model.safetensors').stat().st_size}:" in encoder.identity

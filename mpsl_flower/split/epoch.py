@@ -31,6 +31,7 @@ class EpochTally:
     dropped: int = 0  # client-steps lost to failures
     bytes_up: int = 0
     bytes_down: int = 0
+    bytes_analytic: float = 0.0  # what the method's messages must carry (`mpsl_flower.accounting`)
     client_compute_s: float = 0.0  # summed over clients
     server_compute_s: float = 0.0
 
@@ -51,6 +52,7 @@ class EpochTally:
             "dropped_client_steps": self.dropped,
             "bytes_up": self.bytes_up,
             "bytes_down": self.bytes_down,
+            "bytes_analytic": self.bytes_analytic,
             "train_wall_s": time.perf_counter() - self.started_at,
             "client_compute_s": self.client_compute_s,
             "server_compute_s": self.server_compute_s,

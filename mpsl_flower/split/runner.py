@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import time
 
+import torch
+
+from mpsl_flower.accounting import mpsl_bytes_per_sample
 from mpsl_flower.config import RunConfig
 from mpsl_flower.models.weights import trainable_arrays
 from mpsl_flower.split.build import new_client_side, new_server_side, resolve_device
@@ -15,9 +18,12 @@ from mpsl_flower.split.client_side import loss_gradient
 from mpsl_flower.split.epoch import EpochTally, averaged_client_model, with_evaluation
 from mpsl_flower.split.evaluation import evaluate, evaluation_draws
 from mpsl_flower.split.optimizer import epoch_lr
+from mpsl_flower.split.precision import transmitted
 from mpsl_flower.split.schedule import num_batches, step_batch, steps_per_epoch
 from tasks.data import SplitData, TaskData
 from tasks.partitioning import partition_rows
+
+OUTPUT = "output"  # the one array of an output or output-gradient message
 
 
 class InProcessRunner:
@@ -40,6 +46,8 @@ class InProcessRunner:
         self.server = new_server_side(config, device or resolve_device(config))
         self.client_batch_size = config.client_batch_size(num_clients)
         self.aggregated_client_model = None
+        shapes, output_shape = self.clients[0].model.stream_shapes(), self.server.model.output_shape
+        self.bytes_per_sample = mpsl_bytes_per_sample(shapes, output_shape, config.activation_precision)
 
     def batch(self, client: int, epoch: int, step: int) -> SplitData:
         partition = self.partitions[client]
@@ -55,10 +63,12 @@ class InProcessRunner:
         started = time.perf_counter()
         smashed = [self.clients[i].smashed(b.inputs) for i, b in zip(active, batches)]
         tally.client_compute_s += time.perf_counter() - started
+        smashed = [self._send(s, tally, up=True) for s in smashed]
 
         started = time.perf_counter()
         logits = self.server.forward(smashed)
         tally.server_compute_s += time.perf_counter() - started
+        logits = [self._send({OUTPUT: part}, tally, up=False)[OUTPUT] for part in logits]
 
         started = time.perf_counter()
         total = sum(len(b) for b in batches)
@@ -66,21 +76,30 @@ class InProcessRunner:
         for part, b in zip(logits, batches):
             grad, loss_sum, correct = loss_gradient(self.server.model.objective, part, b.labels, total)
             tally.add_client_loss(loss_sum, correct, len(b))
+            tally.bytes_analytic += len(b) * self.bytes_per_sample
             logit_grads.append(grad)
         tally.client_compute_s += time.perf_counter() - started
+        logit_grads = [self._send({OUTPUT: grad}, tally, up=True)[OUTPUT] for grad in logit_grads]
 
         started = time.perf_counter()
         cut_grads = self.server.backward(logit_grads)
         tally.server_compute_s += time.perf_counter() - started
+        cut_grads = [self._send(grad, tally, up=False) for grad in cut_grads]
 
         started = time.perf_counter()
         for i, b, cut_grad in zip(active, batches, cut_grads):
             self.clients[i].apply_cut_grad(b.inputs, cut_grad, lr)
         tally.client_compute_s += time.perf_counter() - started
-
         tally.steps += 1
-        tally.bytes_up += sum(t.nbytes for s in smashed for t in s.values()) + sum(g.nbytes for g in logit_grads)
-        tally.bytes_down += sum(t.nbytes for t in logits) + sum(t.nbytes for g in cut_grads for t in g.values())
+
+    def _send(self, tensors: dict[str, torch.Tensor], tally: EpochTally, up: bool) -> dict[str, torch.Tensor]:
+        """`tensors` as a message at `activation-precision` would deliver them; their bytes are counted."""
+        arrived, size = transmitted(tensors, self.config.activation_precision)
+        if up:
+            tally.bytes_up += size
+        else:
+            tally.bytes_down += size
+        return arrived
 
     def run_epoch(self, epoch: int) -> dict:
         """All steps of one epoch, then aggregation of the client weights and evaluation."""

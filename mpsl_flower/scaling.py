@@ -1,0 +1,120 @@
+"""How MPSL's and FedAvg's client costs scale with the encoder: a table per task shape and encoder size.
+
+    python -m mpsl_flower.scaling [--datasets coco-qa meld] [--encoder-sizes vit-b16 vit-l14] \\
+        [--samples-per-client 1000] [--json scaling.json]
+
+For each task shape and encoder size (Ti/S/B/L/H by default), per client: training MACs per
+sample (MPSL: tokenizers; FedAvg: the whole model), bytes per sample for MPSL (activations up,
+their gradient down, outputs down, their gradient up) against FedAvg's bytes per round (the
+trained set down and up), both for one epoch of `--samples-per-client` samples, and the
+crossing point: the samples per client above which MPSL sends more than FedAvg.
+
+Everything is analytic (`mpsl_flower.accounting`, held equal to fvcore's count and to the bytes
+measured on real messages by the tests), so even ViT-H/14 on a 1,410-token video sample takes
+no time; parameter counts come from the real model built on PyTorch's meta device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from mpsl_flower.accounting import (
+    CLIENT,
+    analytic_parts,
+    fedavg_bytes_per_client,
+    method_costs,
+    mpsl_bytes_per_sample,
+    stream_tokens,
+)
+from mpsl_flower.config import ConfigError, RunConfig, parse_run_config
+from mpsl_flower.models.encoder import ENCODER_SIZES
+from mpsl_flower.split.build import new_full_model
+from tasks.datasets import REAL_DATASETS
+
+SIZES = ("vit-ti16", "vit-s16", "vit-b16", "vit-l14", "vit-h14")
+
+
+def trained_parameters(config: RunConfig) -> int:
+    """Parameters a FedAvg client trains and sends, counted on the real model built without memory."""
+    with torch.device("meta"):
+        model = new_full_model(config)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def scaling_row(config: RunConfig, samples_per_client: int) -> dict:
+    """One (task, encoder size) row of the table."""
+    size, task = ENCODER_SIZES[config.encoder_size], config.task
+    image_tokens = 1 + (task.image.size // size.patch) ** 2 if task.image else 0
+    shapes = {name: (tokens, size.dim) for name, tokens in stream_tokens(task, image_tokens).items()}
+    output_shape = (1 + task.text.per_sample, size.dim) if task.num_classes == 0 else (task.num_classes,)
+    mpsl_sample = mpsl_bytes_per_sample(shapes, output_shape, config.activation_precision)
+    fedavg = parse_run_config({**config.to_flower(), "method": "fedavg"})
+    fedavg_round = fedavg_bytes_per_client(trained_parameters(fedavg))
+    mpsl_macs = method_costs("mpsl", analytic_parts(config))[CLIENT].training
+    fedavg_macs = method_costs("fedavg", analytic_parts(fedavg))[CLIENT].training
+    return {
+        "dataset": config.dataset,
+        "encoder_size": config.encoder_size,
+        "mpsl_client_gmacs_per_sample": mpsl_macs / 1e9,
+        "fedavg_client_gmacs_per_sample": fedavg_macs / 1e9,
+        "mpsl_mb_per_client_epoch": mpsl_sample * samples_per_client / 1e6,
+        "fedavg_mb_per_client_round": fedavg_round / 1e6,
+        "crossing_samples_per_client": fedavg_round / mpsl_sample,
+    }
+
+
+def render(rows: list[dict], samples_per_client: int) -> str:
+    header = (
+        f"| dataset | encoder | MPSL client GMACs/sample | FedAvg client GMACs/sample | "
+        f"MPSL MB/client/epoch ({samples_per_client} samples) | FedAvg MB/client/round | MPSL sends more above |"
+    )
+    lines = [header, "|---|---|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        lines.append(
+            f"| {row['dataset']} | {row['encoder_size']} | {row['mpsl_client_gmacs_per_sample']:.3f} | "
+            f"{row['fedavg_client_gmacs_per_sample']:.1f} | {row['mpsl_mb_per_client_epoch']:,.0f} | "
+            f"{row['fedavg_mb_per_client_round']:,.0f} | {row['crossing_samples_per_client']:,.0f} samples |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mpsl_flower.scaling", description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=list(REAL_DATASETS))
+    parser.add_argument("--encoder-sizes", nargs="+", default=list(SIZES), choices=tuple(ENCODER_SIZES))
+    parser.add_argument("--samples-per-client", type=int, default=1000)
+    parser.add_argument("--nr-of-last-encoder-blocks-to-finetune", type=int, default=6)
+    parser.add_argument("--activation-precision", default="float32")
+    parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
+    arguments = parser.parse_args(argv)
+    logging.getLogger("mpsl_flower").setLevel(logging.ERROR)  # no weight files on purpose
+    rows = []
+    try:
+        for dataset in arguments.datasets:
+            for size in arguments.encoder_sizes:
+                config = parse_run_config(
+                    {
+                        "dataset": dataset,
+                        "encoder-size": size,
+                        "nr-of-last-encoder-blocks-to-finetune": arguments.nr_of_last_encoder_blocks_to_finetune,
+                        "activation-precision": arguments.activation_precision,
+                    }
+                )
+                rows.append(scaling_row(config, arguments.samples_per_client))
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(render(rows, arguments.samples_per_client))
+    if arguments.json:
+        arguments.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
