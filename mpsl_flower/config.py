@@ -16,6 +16,7 @@ from pathlib import Path
 
 from mpsl_flower.models.encoder import ENCODER_SIZES
 from mpsl_flower.models.weight_files import OPEN_CLIP_FILES
+from mpsl_flower.split.server_side import SERVER_PRECISIONS
 from tasks.registry import AUDIO_TIME_DIMENSIONS, DEFAULT_AUDIO_TIME, DEFAULT_FUSION, TASKS, configured_task
 from tasks.spec import TaskSpec
 
@@ -97,6 +98,8 @@ class RunConfig:
     save_final_model: bool = field(default=True, metadata=_key("save-final-model"))
     validate_only_aggregated: bool = field(default=True, metadata=_key("validate-only-aggregated-model"))
     test_time_augmentation: bool = field(default=True, metadata=_key("test-time-augmentation"))
+    server_precision: str = field(default="fp32", metadata=_key("server-precision", choices=SERVER_PRECISIONS))
+    compile_server: bool = field(default=False, metadata=_key("compile-server"))
     activation_precision: str = field(
         default="float32", metadata=_key("activation-precision", choices=ACTIVATION_PRECISIONS)
     )
@@ -212,6 +215,11 @@ def parse_run_config(run_config: Mapping[str, object]) -> RunConfig:
         raise ConfigError(
             f"encoder-size={config.encoder_size!r} cuts images into {patch}-pixel patches, which do not tile "
             f"{config.dataset}'s {image.size}-pixel images; choose one of {fitting}"
+        )
+    if config.method != "mpsl" and (config.server_precision != "fp32" or config.compile_server):
+        raise ConfigError(
+            f"server-precision and compile-server apply to MPSL's server step; method={config.method!r} "
+            "trains in fp32 without compilation: leave them at 'fp32' and false"
         )
     if config.method == "mpsl" and not config.pre_layer_norm and not config.trainable_tokenizers():
         raise ConfigError(

@@ -14,7 +14,9 @@ allowed values and the fix, and the run is still marked failed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 
 from mpsl_flower.config import ConfigError
 
@@ -51,3 +53,18 @@ def show_project_logs() -> None:
             logger.addHandler(_ToFlowerLogger())
         logger.setLevel(logging.DEBUG)  # Flower's handlers apply FLWR_LOG_LEVEL
         logger.propagate = False  # the `flwr` logger propagates to the root once
+
+
+@contextlib.contextmanager
+def weight_file_notes_silenced() -> Iterator[None]:
+    """Our packages log errors only, inside the block: for tools that build models on random weights on
+    purpose, where every missing weight file would be noted. The level is restored afterwards."""
+    loggers = [logging.getLogger(name) for name in PROJECT_PACKAGES]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 import sys
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from fvcore.nn import FlopCountAnalysis, flop_count_table
 
 from mpsl_flower.accounting import CLIENT, SERVER, Part, SideCost, analytic_parts, method_costs
 from mpsl_flower.config import CLIP_TEXT_WIDTH, METHODS, ConfigError, RunConfig, parse_run_config
+from mpsl_flower.logs import weight_file_notes_silenced
 from mpsl_flower.models.encoder import ENCODER_SIZES
 from mpsl_flower.models.pretrained import CLIP_B16_MAX_WIDTH
 from mpsl_flower.models.tokenizers import example_inputs
@@ -188,13 +188,13 @@ def _argument_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     arguments = vars(_argument_parser().parse_args(argv))
     output, datasets = arguments.pop("json", None), arguments.pop("datasets", None)
-    logging.getLogger("mpsl_flower").setLevel(logging.ERROR)  # random weights on purpose: no missing-file notes
     try:
         configs = [parse_run_config({**arguments, "dataset": d}) for d in datasets or [arguments.get("dataset")]]
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    figures = [overhead(config) for config in configs]
+    with weight_file_notes_silenced():  # random weights on purpose
+        figures = [overhead(config) for config in configs]
     print(summary_table(figures) if datasets else render(figures[0]))
     if output:
         output.write_text(json.dumps(figures if datasets else figures[0], indent=1))

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from mpsl_flower.accounting import (
     stream_tokens,
 )
 from mpsl_flower.config import ConfigError, RunConfig, parse_run_config
+from mpsl_flower.logs import weight_file_notes_silenced
 from mpsl_flower.models.encoder import ENCODER_SIZES
 from mpsl_flower.split.build import new_full_model
 from tasks.datasets import REAL_DATASETS
@@ -93,7 +93,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--activation-precision", default="float32")
     parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     arguments = parser.parse_args(argv)
-    logging.getLogger("mpsl_flower").setLevel(logging.ERROR)  # no weight files on purpose
     rows = []
     try:
         for dataset in arguments.datasets:
@@ -106,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
                         "activation-precision": arguments.activation_precision,
                     }
                 )
-                rows.append(scaling_row(config, arguments.samples_per_client))
+                with weight_file_notes_silenced():  # no weight files on purpose
+                    rows.append(scaling_row(config, arguments.samples_per_client))
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

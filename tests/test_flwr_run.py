@@ -9,17 +9,21 @@ fails if anything is left.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -162,9 +166,9 @@ def _command_line(pid: int) -> str:
         return "?"
 
 
-@pytest.fixture
-def superlink(tmp_path):
-    """A simulation SuperLink on a free port, and the FLWR_HOME that points `flwr` at it."""
+@contextlib.contextmanager
+def _running_superlink(tmp_path: Path, extra_env: dict | None = None) -> Iterator[tuple[dict, Path]]:
+    """A simulation SuperLink on a free port, and the environment (FLWR_HOME) that points `flwr` at it."""
     port = _free_port()
     flwr_home = tmp_path / "flwr-home"
     flwr_home.mkdir()
@@ -172,7 +176,7 @@ def superlink(tmp_path):
         f'[superlink]\ndefault = "test"\n\n[superlink.test]\naddress = "127.0.0.1:{port}"\ninsecure = true\n'
     )
     token = uuid.uuid4().hex
-    env = _environment(flwr_home, token)
+    env = {**_environment(flwr_home, token), **(extra_env or {})}
     log_path = tmp_path / "superlink.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen(
@@ -198,6 +202,35 @@ def superlink(tmp_path):
     finally:
         leftovers = _stop_all(process, token)
     assert not leftovers, "processes started by the test survived its teardown:\n" + "\n".join(leftovers)
+
+
+@pytest.fixture
+def superlink(tmp_path):
+    with _running_superlink(tmp_path) as started:
+        yield started
+
+
+@contextlib.contextmanager
+def _ray_cluster() -> Iterator[tuple[str, Path]]:
+    """A one-node Ray cluster on loopback (`ray start --head`), as README's 'Beyond one machine' starts it;
+    stopped by the PIDs of its processes, which carry a token of their own."""
+    temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths must stay under 108 bytes
+    port, token = _free_port(), uuid.uuid4().hex
+    command = [str(BIN / "ray"), "start", "--head", f"--port={port}", "--num-cpus=4", f"--temp-dir={temp}"]
+    command += ["--include-dashboard=false", "--disable-usage-stats"]
+    started = subprocess.run(command, env={**os.environ, TOKEN_VAR: token}, capture_output=True, text=True, timeout=180)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        yield f"127.0.0.1:{port}", temp
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            _signal_all(_tagged(token), sig)
+            deadline = time.monotonic() + 10
+            while _tagged(token) and time.monotonic() < deadline:
+                time.sleep(0.25)
+        leftovers = [f"{pid}: {_command_line(pid)}" for pid in sorted(_tagged(token))]
+        shutil.rmtree(temp, ignore_errors=True)
+        assert not leftovers, "Ray cluster processes survived:\n" + "\n".join(leftovers)
 
 
 # ---- flwr run ------------------------------------------------------------------------------
@@ -306,3 +339,18 @@ def test_a_bad_run_config_value_fails_the_run_with_one_clean_line(superlink, tmp
     errors = [line for line in stream.splitlines() if "dataset='mnist' is not supported" in line]
     assert len(errors) == 1 and "allowed values: shapes-qa" in errors[0], diagnostics
     assert "Traceback" not in stream, diagnostics
+
+
+@pytest.mark.integration
+def test_flwr_run_on_an_existing_ray_cluster(tmp_path):
+    """The SuperLink started with RAY_ADDRESS: the simulation joins that cluster instead of starting its own."""
+    with _ray_cluster() as (address, ray_temp):
+        with _running_superlink(tmp_path, {"RAY_ADDRESS": address}) as (env, superlink_log):
+            output_dir = tmp_path / "results"
+            _, diagnostics = _flwr_run(env, superlink_log, f"nr-of-epochs=1 batch-size=100 output-dir='{output_dir}'")
+            (folder,) = output_dir.iterdir()
+            assert [r["epoch"] for r in read_metrics(folder)] == [1], diagnostics
+        drivers = list(ray_temp.glob("session_*/logs/python-core-driver-*"))
+        assert drivers, "the simulation did not connect to the cluster: " + str(
+            sorted(ray_temp.glob("session_*/logs/*"))
+        )

@@ -88,4 +88,6 @@ def resolve_device(config: RunConfig) -> torch.device:
 
 
 def new_server_side(config: RunConfig, device: torch.device) -> ServerSide:
-    return ServerSide(new_server_model(config), config.learning_rate, device)
+    return ServerSide(
+        new_server_model(config), config.learning_rate, device, config.server_precision, config.compile_server
+    )

@@ -6,10 +6,13 @@ process may be new at every message (deployment) and must still know its rate.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
-from mpsl_flower.config import RunConfig
+if TYPE_CHECKING:  # annotations only: the GPU bench imports this module without the run config's dependencies
+    from mpsl_flower.config import RunConfig
 
 
 def new_optimizer(model: nn.Module, lr: float) -> torch.optim.Adam:

@@ -1,0 +1,151 @@
+"""Server-step throughput: our `ServerSide` against a bare timm ViT on the same tensors, per precision.
+
+    python bench/bench_server_step.py [--encoder-size vit-b16] [--finetune 6] [--batch 500] [--tokens 198]
+                                      [--steps 10] [--warmup 3] [--precisions fp32 bf16 bf16+compile]
+
+(a) ours: `ServerSide.forward` over the concatenated activations of 10 clients and
+`ServerSide.backward` with their output gradients (one MPSL server step: encoder, readout,
+head, Adam step, cut-layer gradients back on the CPU); (b) bare: the same number of timm
+`Block`s (the last `--finetune` trained), the same readout and head, forward, cross-entropy,
+backward down to the input (MPSL must return the cut gradient, so the bare model computes it
+too) and an AdamW step. Both see the same synthetic activations of the task's real shape
+(default: COCO-QA's 198 tokens, ViT-B/16, last 6 blocks, batch 500). Precisions: fp32 (TF32
+matmuls on GPUs that have them), bf16 autocast, bf16 autocast + torch.compile. It prints
+samples/s for both and their ratio, and ours once more with the activations already on the
+device, which shows what the transfer in costs; it asserts nothing. Without a GPU it runs on the CPU at
+the sizes given (the test suite runs it tiny).
+
+Flower-free: a GPU machine needs torch and timm only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from functools import partial
+
+import torch
+from timm.models.vision_transformer import Block
+from torch import nn
+
+from mpsl_flower.models.encoder import ENCODER_SIZES
+from mpsl_flower.models.server_model import ServerModel
+from mpsl_flower.split.server_side import ServerSide
+from tasks.spec import EARLY_FUSION, FUSED_STREAM, TaskSpec, TextInput
+
+CLIENTS = 10
+NUM_CLASSES = 430  # COCO-QA's answers
+PRECISIONS = {"fp32": ("fp32", False), "bf16": ("bf16", False), "bf16+compile": ("bf16", True)}
+
+
+def task_of_shape(tokens: int) -> TaskSpec:
+    """An early-fusion classification task whose one stream has `tokens` tokens (COCO-QA: 197 + 1)."""
+    return TaskSpec(
+        name="bench",
+        description="synthetic activations of a real task's shape",
+        num_classes=NUM_CLASSES,
+        class_names=(),
+        fusion=EARLY_FUSION,
+        readout=((FUSED_STREAM, 0, "image"), (FUSED_STREAM, -1, "text")),
+        text=TextInput(),
+    )
+
+
+class BareViT(nn.Module):
+    """timm blocks, the same readout (mean of the first and last outputs) and a linear head."""
+
+    def __init__(self, dim: int, depth: int, heads: int, finetune: int) -> None:
+        super().__init__()
+        norm = partial(nn.LayerNorm, eps=1e-5)
+        self.blocks = nn.Sequential(
+            *(Block(dim, heads, mlp_ratio=4.0, qkv_bias=True, norm_layer=norm) for _ in range(depth))
+        )
+        self.blocks[: depth - finetune].requires_grad_(False)
+        self.head = nn.Linear(dim, NUM_CLASSES)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        encoded = self.blocks(tokens)
+        return self.head((encoded[:, 0] + encoded[:, -1]) / 2)
+
+
+def _timed(step, steps: int, warmup: int, device: torch.device) -> float:
+    for _ in range(warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - started) / steps
+
+
+def ours_step_s(args, device: torch.device, precision: str, compile_model: bool, resident: bool) -> float:
+    """Seconds per server step; `resident`: the activations are already on the device (the transfer in
+    is left out; the cut gradients still come back to the CPU)."""
+    size = ENCODER_SIZES[args.encoder_size]
+    torch.manual_seed(0)
+    model = ServerModel(task_of_shape(args.tokens), size, args.finetune, post_layer_norm=False)
+    server = ServerSide(model, 1e-4, device, precision=precision, compile_model=compile_model)
+    per_client = args.batch // CLIENTS
+    where = device if resident else torch.device("cpu")
+    activations = [{FUSED_STREAM: torch.randn(per_client, args.tokens, size.dim, device=where)} for _ in range(CLIENTS)]
+    grads = [torch.randn(per_client, NUM_CLASSES) / args.batch for _ in range(CLIENTS)]
+
+    def step() -> None:
+        server.forward(activations)
+        server.backward(grads)
+
+    return _timed(step, args.steps, args.warmup, device)
+
+
+def bare_step_s(args, device: torch.device, precision: str, compile_model: bool) -> float:
+    size = ENCODER_SIZES[args.encoder_size]
+    torch.manual_seed(0)
+    model = BareViT(size.dim, size.depth, size.heads, args.finetune).to(device)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    forward = torch.compile(model) if compile_model else model
+    tokens = torch.randn(args.batch, args.tokens, size.dim, device=device)
+    labels = torch.randint(NUM_CLASSES, (args.batch,), device=device)
+
+    def step() -> None:
+        inputs = tokens.clone().requires_grad_(True)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = nn.functional.cross_entropy(forward(inputs).float(), labels)
+        loss.backward()
+        optimizer.step()
+
+    return _timed(step, args.steps, args.warmup, device)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--encoder-size", default="vit-b16", choices=tuple(ENCODER_SIZES))
+    parser.add_argument("--finetune", type=int, default=6)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--tokens", type=int, default=198)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=tuple(PRECISIONS))
+    args = parser.parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.set_float32_matmul_precision("high")  # TF32 where the GPU has it, for ours and the bare model alike
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
+    print(f"{name}: {args.encoder_size}, last {args.finetune} blocks, batch {args.batch} x {args.tokens} tokens")
+    print("| precision | ours samples/s | ours, activations already on the device | bare timm | ours / bare |")
+    print("|---|---:|---:|---:|---:|")
+    rows = []
+    for label in args.precisions:
+        precision, compile_model = PRECISIONS[label]
+        ours = args.batch / ours_step_s(args, device, precision, compile_model, resident=False)
+        resident = args.batch / ours_step_s(args, device, precision, compile_model, resident=True)
+        bare = args.batch / bare_step_s(args, device, precision, compile_model)
+        rows.append({"precision": label, "ours": ours, "ours_resident": resident, "bare": bare})
+        print(f"| {label} | {ours:,.0f} | {resident:,.0f} | {bare:,.0f} | {ours / bare:.2f} |", flush=True)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
