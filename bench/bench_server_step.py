@@ -10,7 +10,8 @@ head, Adam step, cut-layer gradients back on the CPU); (b) bare: the same number
 backward down to the input (MPSL must return the cut gradient, so the bare model computes it
 too) and an AdamW step. Both see the same synthetic activations of the task's real shape
 (default: COCO-QA's 198 tokens, ViT-B/16, last 6 blocks, batch 500). Precisions: fp32 (TF32
-matmuls on GPUs that have them), bf16 autocast, bf16 autocast + torch.compile. It prints
+matmuls on GPUs that have them), bf16 autocast, bf16 autocast + torch.compile, and the last
+with the activations arriving in bfloat16 (`activation-precision='bfloat16'`). It prints
 samples/s for both and their ratio, and ours once more with the activations already on the
 device, which shows what the transfer in costs; it asserts nothing. Without a GPU it runs on the CPU at
 the sizes given (the test suite runs it tiny).
@@ -35,7 +36,13 @@ from tasks.spec import EARLY_FUSION, FUSED_STREAM, TaskSpec, TextInput
 
 CLIENTS = 10
 NUM_CLASSES = 430  # COCO-QA's answers
-PRECISIONS = {"fp32": ("fp32", False), "bf16": ("bf16", False), "bf16+compile": ("bf16", True)}
+# label -> (server precision, torch.compile, dtype the activations arrive in)
+PRECISIONS = {
+    "fp32": ("fp32", False, torch.float32),
+    "bf16": ("bf16", False, torch.float32),
+    "bf16+compile": ("bf16", True, torch.float32),
+    "bf16+compile, bf16 wire": ("bf16", True, torch.bfloat16),
+}
 
 
 def task_of_shape(tokens: int) -> TaskSpec:
@@ -81,7 +88,9 @@ def _timed(step, steps: int, warmup: int, device: torch.device) -> float:
     return (time.perf_counter() - started) / steps
 
 
-def ours_step_s(args, device: torch.device, precision: str, compile_model: bool, resident: bool) -> float:
+def ours_step_s(
+    args, device: torch.device, precision: str, compile_model: bool, resident: bool, wire: torch.dtype
+) -> float:
     """Seconds per server step; `resident`: the activations are already on the device (the transfer in
     is left out; the cut gradients still come back to the CPU)."""
     size = ENCODER_SIZES[args.encoder_size]
@@ -90,7 +99,8 @@ def ours_step_s(args, device: torch.device, precision: str, compile_model: bool,
     server = ServerSide(model, 1e-4, device, precision=precision, compile_model=compile_model)
     per_client = args.batch // CLIENTS
     where = device if resident else torch.device("cpu")
-    activations = [{FUSED_STREAM: torch.randn(per_client, args.tokens, size.dim, device=where)} for _ in range(CLIENTS)]
+    shape = (per_client, args.tokens, size.dim)
+    activations = [{FUSED_STREAM: torch.randn(shape, device=where).to(wire)} for _ in range(CLIENTS)]
     grads = [torch.randn(per_client, NUM_CLASSES) / args.batch for _ in range(CLIENTS)]
 
     def step() -> None:
@@ -138,9 +148,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print("|---|---:|---:|---:|---:|")
     rows = []
     for label in args.precisions:
-        precision, compile_model = PRECISIONS[label]
-        ours = args.batch / ours_step_s(args, device, precision, compile_model, resident=False)
-        resident = args.batch / ours_step_s(args, device, precision, compile_model, resident=True)
+        precision, compile_model, wire = PRECISIONS[label]
+        ours = args.batch / ours_step_s(args, device, precision, compile_model, resident=False, wire=wire)
+        resident = args.batch / ours_step_s(args, device, precision, compile_model, resident=True, wire=wire)
         bare = args.batch / bare_step_s(args, device, precision, compile_model)
         rows.append({"precision": label, "ours": ours, "ours_resident": resident, "bare": bare})
         print(f"| {label} | {ours:,.0f} | {resident:,.0f} | {bare:,.0f} | {ours / bare:.2f} |", flush=True)

@@ -138,9 +138,10 @@ def decode_activations(
     return tensors, None
 
 
-def read_activations(record: ArrayRecord, precision: str) -> dict[str, torch.Tensor]:
-    """Float32 tensors of what `encode_activations` packed (the server's; a client trusts them)."""
-    return precision_codec.decode(record_to_arrays(record), precision)
+def read_activations(record: ArrayRecord, precision: str, upcast: bool = True) -> dict[str, torch.Tensor]:
+    """Float32 tensors of what `encode_activations` packed (the server's; a client trusts them);
+    `upcast=False` keeps 16-bit floats as they came (`split.precision.decoded`)."""
+    return precision_codec.decode(record_to_arrays(record), precision, upcast)
 
 
 def check_arrays(arrays: dict[str, np.ndarray], expected: dict[str, tuple[int, ...]], what: str) -> str | None:

@@ -173,7 +173,8 @@ class MpslStrategy(LoopStrategy):
             if reason:
                 self._drop(c, epoch, step, reason, tally)
             else:
-                smashed[c.node_id] = wire.read_activations(forward.replies[c.node_id][wire.SMASHED], self.precision)
+                reply = forward.replies[c.node_id][wire.SMASHED]
+                smashed[c.node_id] = wire.read_activations(reply, self.precision, upcast=False)  # on the device
                 tally.client_compute_s += float(forward.replies[c.node_id][wire.CLIENT_METRICS][wire.COMPUTE_S])
         if not smashed:
             log(WARNING, "[MPSL] epoch %d step %d: no client sent activations; step skipped", epoch + 1, step)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mpsl_flower import wire
 from mpsl_flower.config import ConfigError, parse_run_config
 from mpsl_flower.models.encoder import ENCODER_SIZES
 from mpsl_flower.models.server_model import ServerModel
@@ -78,3 +79,22 @@ def test_the_gpu_bench_runs_tiny_on_a_cpu(capsys):
     assert [row["precision"] for row in rows] == ["fp32", "bf16"]
     assert all(row["ours"] > 0 and row["bare"] > 0 for row in rows)
     assert "| fp32 |" in capsys.readouterr().out
+
+
+def test_16_bit_activations_reach_the_server_as_they_came_and_give_the_upcast_step():
+    """bfloat16 off the wire is upcast on the device: exactly the step of the same values in float32."""
+    torch.manual_seed(0)
+    values = torch.randn(4, 18, 96).bfloat16()
+    record = wire.encode_activations({"fused": values.float()}, "bfloat16")
+    arrived = wire.read_activations(record, "bfloat16", upcast=False)["fused"]
+    assert arrived.dtype == torch.bfloat16 and torch.equal(arrived, values)
+    steps = []
+    for streams in ([{"fused": arrived}], [{"fused": arrived.float()}]):
+        torch.manual_seed(0)
+        model = ServerModel(TASK, ENCODER_SIZES["tiny-default"], finetune_blocks=2, post_layer_norm=False)
+        server = ServerSide(model, LR, torch.device("cpu"))
+        logits = server.forward(streams)
+        (cut,) = server.backward([torch.ones_like(logits[0]) / 4])
+        steps.append((logits[0], cut["fused"]))
+    assert torch.equal(steps[0][0], steps[1][0]) and torch.equal(steps[0][1], steps[1][1])
+    assert steps[0][1].dtype == torch.float32

@@ -36,20 +36,22 @@ def encode(tensors: dict[str, torch.Tensor], precision: str) -> dict[str, np.nda
     return {name: np.ascontiguousarray(array) for name, array in arrays.items()}
 
 
-def decoded(array: np.ndarray, scale: np.ndarray | None, precision: str) -> torch.Tensor:
-    """The float32 tensor that `array` (and, for int8, its `scale`) carries."""
+def decoded(array: np.ndarray, scale: np.ndarray | None, precision: str, upcast: bool = True) -> torch.Tensor:
+    """The float32 tensor that `array` (and, for int8, its `scale`) carries. `upcast=False` leaves float16
+    and bfloat16 values in their dtype (exact to upcast later): the server moves half the bytes to its
+    GPU and upcasts there."""
     values = torch.from_numpy(np.array(array))
     if precision == "int8":
         return values.float() * torch.from_numpy(np.array(scale))
     if precision == "bfloat16":
-        return values.view(torch.bfloat16).float()
-    return values.float()
+        values = values.view(torch.bfloat16)
+    return values.float() if upcast else values
 
 
-def decode(arrays: dict[str, np.ndarray], precision: str) -> dict[str, torch.Tensor]:
-    """Every tensor of what `encode` made."""
+def decode(arrays: dict[str, np.ndarray], precision: str, upcast: bool = True) -> dict[str, torch.Tensor]:
+    """Every tensor of what `encode` made (see `decoded` for `upcast`)."""
     return {
-        name: decoded(array, arrays.get(name + SCALE_SUFFIX), precision)
+        name: decoded(array, arrays.get(name + SCALE_SUFFIX), precision, upcast)
         for name, array in arrays.items()
         if not name.endswith(SCALE_SUFFIX)
     }

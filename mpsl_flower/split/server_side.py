@@ -13,7 +13,8 @@ SERVER_PRECISIONS = ("fp32", "bf16")
 class ServerSide:
     """The one shared server model and its Adam optimizer (its rate is set per epoch by the driver).
 
-    `forward` concatenates every participating client's activations into one batch;
+    `forward` concatenates every participating client's activations into one batch (float32, or
+    float16/bfloat16 as they came off the wire: they are upcast on the device, after the copy);
     `backward` takes each client's dL/dlogits (None for a client that dropped out after the
     forward), steps once, and returns each client its gradient at the cut layer.
 
@@ -58,8 +59,8 @@ class ServerSide:
         """Logits for each client's slice of the concatenated batch, on the CPU."""
         self.model.train()
         self._sizes = [next(iter(streams.values())).shape[0] for streams in client_streams]
-        self._inputs = {  # each client's tensor to the device, then one concatenation there
-            name: torch.cat([streams[name].to(self.device, non_blocking=True) for streams in client_streams])
+        self._inputs = {  # each client's tensor to the device (16-bit floats upcast there), one concatenation
+            name: torch.cat([streams[name].to(self.device, non_blocking=True).float() for streams in client_streams])
             for name in client_streams[0]
         }
         for tokens in self._inputs.values():
