@@ -3,21 +3,24 @@
 MPSL handlers (`train.forward`, `train.loss_grad`, `train.end_epoch`) drive `ClientSide`;
 the plain `train` handler runs the FedAvg baseline's local epoch.
 
-The client's weights and Adam state live in `context.state`, so they survive between
-messages wherever the ClientApp runs (a Ray actor in simulation, a fresh process per message
-in deployment). A per-process cache skips the reload when this process handled the previous
-message of the same node.
+An MPSL client's weights and Adam state live in the node's own store (`client_store`), and
+`context.state` names the revision, so they survive between messages wherever the ClientApp
+runs (a Ray actor in simulation, a fresh process per message in deployment) without riding
+along with every message. A per-process cache skips the reload when this process handled the
+previous message of the same node.
 """
 
 from __future__ import annotations
 
 import time
 
+import numpy as np
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from mpsl_flower import wire
 from mpsl_flower.client_data import client_partition
+from mpsl_flower.client_store import load_state, new_store_key, save_state
 from mpsl_flower.config import RunConfig, parse_run_config
 from mpsl_flower.local_training import train_local_epoch
 from mpsl_flower.logs import show_project_logs
@@ -71,15 +74,26 @@ def _load_client(context: Context, config: RunConfig) -> ClientSide:
         return cached[1]
     client = new_client_side(config, pretrained=not revision)  # saved weights replace the initial ones
     if revision:
-        client.load_state_arrays(wire.record_to_arrays(context.state[wire.STATE_CLIENT]))
+        client.load_state_arrays(stored_client_state(context, config))
     _live_clients[key] = (revision, client)
     return client
 
 
-def _save_client(context: Context, client: ClientSide, progress: dict) -> dict:
-    """Persist weights and optimizer state; returns the progress with its new revision."""
+def stored_client_state(context: Context, config: RunConfig) -> dict[str, np.ndarray]:
+    """The weights and optimizer state the node's `context.state` names (empty before its first step)."""
+    progress = _progress(context)
+    if not progress[wire.STATE_REVISION]:
+        return {}
+    return load_state(config.client_state_dir, progress[wire.STATE_STORE_KEY], progress[wire.STATE_REVISION])
+
+
+def _save_client(context: Context, config: RunConfig, client: ClientSide, progress: dict) -> dict:
+    """Persist weights and optimizer state in the node's store; returns the progress with its new revision."""
     progress = {**progress, wire.STATE_REVISION: progress[wire.STATE_REVISION] + 1}
-    context.state[wire.STATE_CLIENT] = wire.tensors_to_record(client.state_arrays())
+    progress.setdefault(wire.STATE_STORE_KEY, new_store_key())
+    save_state(
+        config.client_state_dir, progress[wire.STATE_STORE_KEY], progress[wire.STATE_REVISION], client.state_arrays()
+    )
     context.state[wire.STATE_PROGRESS] = ConfigRecord(progress)
     _live_clients[(context.run_id, context.node_id)] = (progress[wire.STATE_REVISION], client)
     return progress
@@ -119,7 +133,7 @@ def _finish_pending_step(
     client.apply_cut_grad(
         _batch(data, config, context, pending).inputs, cut_grad, epoch_lr(config, pending[wire.EPOCH])
     )
-    return _save_client(context, client, progress)
+    return _save_client(context, config, client, progress)
 
 
 def _resume(msg: Message, context: Context) -> tuple[RunConfig, SplitData, ClientSide, dict]:

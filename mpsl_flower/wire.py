@@ -78,9 +78,9 @@ FEDAVG_METRICS = (NUM_EXAMPLES, LOSS_SUM, CORRECT, LOCAL_STEPS, COMPUTE_S)
 INFO_METRICS = (PARTITION_ID, NUM_PARTITIONS, NUM_EXAMPLES)
 
 # ---- what a node keeps in its `context.state` (never sent) --------------------------------
-STATE_CLIENT = "mpsl.client"  # ArrayRecord: trainable weights + optimizer state
-STATE_PROGRESS = "mpsl.progress"  # ConfigRecord: revision (+ the pending step while one is open)
+STATE_PROGRESS = "mpsl.progress"  # ConfigRecord: revision, store key (+ the pending step while one is open)
 STATE_REVISION = "revision"
+STATE_STORE_KEY = "store-key"  # where the node's client state lies in its store (`mpsl_flower.client_store`)
 STATE_FEDAVG_OPTIMIZER = "fedavg.optimizer"  # ArrayRecord: this client's Adam state across rounds
 
 WIRE_DTYPE = np.float32
