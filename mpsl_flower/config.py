@@ -98,7 +98,7 @@ class RunConfig:
     save_final_model: bool = field(default=True, metadata=_key("save-final-model"))
     validate_only_aggregated: bool = field(default=True, metadata=_key("validate-only-aggregated-model"))
     test_time_augmentation: bool = field(default=True, metadata=_key("test-time-augmentation"))
-    client_state_dir: str = field(default="", metadata=_key("client-state-dir"))
+    client_state_dir: str = field(default="", metadata=_key("client-state-dir", path="created"))
     server_precision: str = field(default="fp32", metadata=_key("server-precision", choices=SERVER_PRECISIONS))
     compile_server: bool = field(default=False, metadata=_key("compile-server"))
     activation_precision: str = field(
