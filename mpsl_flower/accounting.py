@@ -124,8 +124,9 @@ def analytic_parts(config: RunConfig) -> list[Part]:
     pooled = sum(features.values()) if task.objective == RETRIEVAL else 1
     if config.post_layer_norm:
         parts.append(Part("server.post_norm", SERVER, LAYER_NORM_MACS_PER_ELEMENT * pooled * dim, True))
-    if task.objective != RETRIEVAL:
-        parts.append(Part("server.head", SERVER, dim * task.num_classes, True))
+    if task.objective != RETRIEVAL:  # `label-privacy='u-shaped'` moves the head to the clients
+        side = CLIENT if config.label_privacy == "u-shaped" else SERVER
+        parts.append(Part(f"{side}.head", side, dim * task.num_classes, True))
     return parts
 
 

@@ -7,7 +7,8 @@ An MPSL client's weights and Adam state live in the node's own store (`client_st
 `context.state` names the revision, so they survive between messages wherever the ClientApp
 runs (a Ray actor in simulation, a fresh process per message in deployment) without riding
 along with every message. A per-process cache skips the reload when this process handled the
-previous message of the same node.
+previous message of the same node. At the end of each epoch the node snapshots its state, and
+a node that starts a resumed run (no state of its own yet) loads the snapshot the server names.
 """
 
 from __future__ import annotations
@@ -20,7 +21,15 @@ from flwr.clientapp import ClientApp
 
 from mpsl_flower import wire
 from mpsl_flower.client_data import client_partition
-from mpsl_flower.client_store import load_state, new_store_key, save_state
+from mpsl_flower.client_store import (
+    check_position,
+    claim_position,
+    load_snapshot,
+    load_state,
+    new_store_key,
+    save_snapshot,
+    save_state,
+)
 from mpsl_flower.config import RunConfig, parse_run_config
 from mpsl_flower.local_training import train_local_epoch
 from mpsl_flower.logs import show_project_logs
@@ -40,6 +49,8 @@ show_project_logs()
 app = ClientApp()
 
 PENDING_KEYS = (wire.EPOCH, wire.STEP_INDEX, wire.CLIENT_BATCH_SIZE)
+PHASES = {wire.FORWARD: 0, wire.LOSS_GRAD: 1, wire.END_EPOCH: 2}  # a step's messages, in order
+END_OF_EPOCH = 1 << 30  # the step index of end_epoch: after every step of its epoch
 
 _live_clients: dict[tuple[int, int], tuple[int, ClientSide]] = {}
 
@@ -65,16 +76,50 @@ def _progress(context: Context) -> dict:
     return {wire.STATE_REVISION: 0}
 
 
+def _claim(msg: Message, context: Context, config: RunConfig) -> None:
+    """Start handling `msg`: keep the run key and resume point it carries (forward and end_epoch messages),
+    and claim its position in the node's store, refusing it if a later message was handled already
+    (`client_store.claim_position`)."""
+    step = msg.content[wire.STEP]
+    progress = _progress(context)
+    if wire.RUN_KEY in step:
+        progress[wire.STATE_RUN_KEY] = str(step[wire.RUN_KEY])
+        progress[wire.RESUMED_AFTER] = int(step[wire.RESUMED_AFTER])
+        progress.setdefault(wire.STATE_STORE_KEY, new_store_key(progress[wire.STATE_RUN_KEY]))
+    if wire.STATE_STORE_KEY not in progress:
+        raise ValueError(f"{msg.metadata.message_type} before any train.forward: this node has no step to answer for")
+    index = int(step[wire.STEP_INDEX]) if wire.STEP_INDEX in step else END_OF_EPOCH
+    position = (int(step[wire.EPOCH]), index, PHASES[msg.metadata.message_type])
+    claim_position(config.client_state_dir, progress[wire.STATE_STORE_KEY], position)
+    progress[wire.STATE_POSITION] = list(position)
+    context.state[wire.STATE_PROGRESS] = ConfigRecord(progress)
+
+
+def _check_current(context: Context, config: RunConfig) -> None:
+    """Raise `StaleMessage` if, while this message was handled, the node handled a later one: before writing
+    to the store, and before a handler returns (Flower keeps the `context.state` of handlers that return)."""
+    progress = _progress(context)
+    check_position(config.client_state_dir, progress[wire.STATE_STORE_KEY], tuple(progress[wire.STATE_POSITION]))
+
+
 def _load_client(context: Context, config: RunConfig) -> ClientSide:
-    """This node's `ClientSide`, from the per-process cache when it is current."""
-    revision = _progress(context)[wire.STATE_REVISION]
+    """This node's `ClientSide`, from the per-process cache when it is current.
+
+    With no revision of its own yet, the client starts from the initial model, or, in a resumed
+    run, from its snapshot of the epoch the run resumes after.
+    """
+    progress = _progress(context)
+    revision, resumed_after = progress[wire.STATE_REVISION], progress.get(wire.RESUMED_AFTER, 0)
     key = (context.run_id, context.node_id)
     cached = _live_clients.get(key)
     if cached is not None and cached[0] == revision:
         return cached[1]
-    client = new_client_side(config, pretrained=not revision)  # saved weights replace the initial ones
+    client = new_client_side(config, pretrained=not (revision or resumed_after))  # saved weights replace these
     if revision:
         client.load_state_arrays(stored_client_state(context, config))
+    elif resumed_after:
+        run_key = progress[wire.STATE_RUN_KEY]
+        client.load_state_arrays(load_snapshot(config.client_state_dir, run_key, _partition_id(context), resumed_after))
     _live_clients[key] = (revision, client)
     return client
 
@@ -89,8 +134,8 @@ def stored_client_state(context: Context, config: RunConfig) -> dict[str, np.nda
 
 def _save_client(context: Context, config: RunConfig, client: ClientSide, progress: dict) -> dict:
     """Persist weights and optimizer state in the node's store; returns the progress with its new revision."""
+    _check_current(context, config)
     progress = {**progress, wire.STATE_REVISION: progress[wire.STATE_REVISION] + 1}
-    progress.setdefault(wire.STATE_STORE_KEY, new_store_key())
     save_state(
         config.client_state_dir, progress[wire.STATE_STORE_KEY], progress[wire.STATE_REVISION], client.state_arrays()
     )
@@ -139,6 +184,7 @@ def _finish_pending_step(
 def _resume(msg: Message, context: Context) -> tuple[RunConfig, SplitData, ClientSide, dict]:
     """Config, partition and client of this node, with its pending step finished."""
     config = parse_run_config(context.run_config)
+    _claim(msg, context, config)
     data = _partition(context, config)
     client = _load_client(context, config)
     return config, data, client, _finish_pending_step(msg, context, config, client, data)
@@ -187,34 +233,55 @@ def forward(msg: Message, context: Context) -> Message:
     step = {key: msg.content[wire.STEP][key] for key in PENDING_KEYS}
     smashed = client.smashed(_batch(data, config, context, step).inputs)
     context.state[wire.STATE_PROGRESS] = ConfigRecord({**progress, **step})
+    _check_current(context, config)
     return _reply(msg, wire.SMASHED, smashed, started, precision=config.activation_precision)
 
 
 @app.train(wire.action(wire.LOSS_GRAD))
 def loss_grad(msg: Message, context: Context) -> Message:
-    """Loss gradient w.r.t. this client's logits, computed with labels that stay here."""
+    """Loss gradient w.r.t. the server's output for this client (logits, or features its own head scores),
+    computed with labels that stay here."""
     started = time.perf_counter()
     config = parse_run_config(context.run_config)
+    _claim(msg, context, config)
     data = _partition(context, config)
     progress = _progress(context)
     step = msg.content[wire.STEP]
     if (step[wire.EPOCH], step[wire.STEP_INDEX]) != (progress.get(wire.EPOCH), progress.get(wire.STEP_INDEX)):
         raise ValueError(f"logits for step {dict(step)} but this client's pending step is {progress}")
     labels = _batch(data, config, context, progress).labels
-    logits = wire.read_activations(msg.content[wire.LOGITS], config.activation_precision)[wire.LOGITS]
-    if logits.shape[0] != len(labels):
-        raise ValueError(f"got logits for {logits.shape[0]} samples, the pending batch has {len(labels)}")
-    grad, loss_sum, correct = loss_gradient(task_objective(config), logits, labels, int(step[wire.TOTAL_BATCH]))
+    outputs = wire.read_activations(msg.content[wire.LOGITS], config.activation_precision)[wire.LOGITS]
+    if outputs.shape[0] != len(labels):
+        raise ValueError(f"got outputs for {outputs.shape[0]} samples, the pending batch has {len(labels)}")
+    objective, total = task_objective(config), int(step[wire.TOTAL_BATCH])
+    if config.label_privacy == "u-shaped":  # this client's own head turns the server's features into logits
+        client = _load_client(context, config)
+        lr = epoch_lr(config, progress[wire.EPOCH])
+        grad, loss_sum, correct = client.head_gradient(objective, outputs, labels, total, lr)
+        _save_client(context, config, client, progress)
+    else:
+        grad, loss_sum, correct = loss_gradient(objective, outputs, labels, total)
     metrics = {wire.LOSS_SUM: loss_sum, wire.CORRECT: correct, wire.NUM_EXAMPLES: len(labels)}
+    _check_current(context, config)
     return _reply(msg, wire.LOGIT_GRAD, {wire.LOGIT_GRAD: grad}, started, metrics, config.activation_precision)
 
 
 @app.train(wire.action(wire.END_EPOCH))
 def end_epoch(msg: Message, context: Context) -> Message:
-    """Finish the last step, then share trainable weights for evaluation (the client keeps its own)."""
+    """Finish the last step, snapshot the state for a resumed run, then share trainable weights for evaluation
+    (the client keeps its own)."""
     started = time.perf_counter()
-    _, data, client, progress = _resume(msg, context)
+    config, data, client, progress = _resume(msg, context)
     context.state[wire.STATE_PROGRESS] = ConfigRecord(progress)
+    epochs_done = int(msg.content[wire.STEP][wire.EPOCH]) + 1
+    _check_current(context, config)  # a late end_epoch must not leave a snapshot the node never had
+    save_snapshot(
+        config.client_state_dir,
+        progress[wire.STATE_RUN_KEY],
+        _partition_id(context),
+        epochs_done,
+        client.state_arrays(),
+    )
     return _reply(msg, wire.CLIENT_MODEL, trainable_arrays(client.model), started, {wire.NUM_EXAMPLES: len(data)})
 
 

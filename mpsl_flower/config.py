@@ -18,7 +18,7 @@ from mpsl_flower.models.encoder import ENCODER_SIZES
 from mpsl_flower.models.weight_files import OPEN_CLIP_FILES
 from mpsl_flower.split.server_side import SERVER_PRECISIONS
 from tasks.registry import AUDIO_TIME_DIMENSIONS, DEFAULT_AUDIO_TIME, DEFAULT_FUSION, TASKS, configured_task
-from tasks.spec import TaskSpec
+from tasks.spec import RETRIEVAL, TaskSpec
 
 METHODS = ("mpsl", "fedavg", "fedclip", "centralized")
 SPLIT_TYPES = ("iid", "noniid")
@@ -27,6 +27,7 @@ TEXT_ENCODERS = ("auto", "clip", "openclip", "minilm", "bag-of-words", "token-id
 RETRIEVAL_SCORINGS = ("dot", "cosine")
 AUDIO_TOKENIZERS = ("original", "ast")
 ACTIVATION_PRECISIONS = ("float32", "float16", "bfloat16", "int8")  # encoded in mpsl_flower.wire
+LABEL_PRIVACY_MODES = ("none", "u-shaped")  # u-shaped: the task head and the loss stay on the clients
 # The original's `--trainable_params_key` choices: which tokenizers train besides the head ("default": all).
 TRAINABLE_PARAMS_KEYS = (
     "default",
@@ -104,6 +105,9 @@ class RunConfig:
     activation_precision: str = field(
         default="float32", metadata=_key("activation-precision", choices=ACTIVATION_PRECISIONS)
     )
+    label_privacy: str = field(default="none", metadata=_key("label-privacy", choices=LABEL_PRIVACY_MODES))
+    label_attack_report: bool = field(default=False, metadata=_key("label-attack-report"))
+    resume_from: str = field(default="", metadata=_key("resume-from", path="server"))  # checked by RunResults
 
     @functools.cached_property
     def task(self) -> TaskSpec:
@@ -227,6 +231,7 @@ def parse_run_config(run_config: Mapping[str, object]) -> RunConfig:
             f"trainable-params-key={config.trainable_params_key!r} with use-pre-layer-norm=false leaves MPSL clients "
             "nothing to train; train a tokenizer or keep the pre-LayerNorm"
         )
+    _check_mpsl_keys(config)
     if config.fraction_train > 1:
         raise ConfigError(f"fraction-train={config.fraction_train} must be in (0, 1]")
     if config.lr_gamma > 1:
@@ -251,6 +256,26 @@ def _resolve_finetune_blocks(config: RunConfig) -> RunConfig:
             f"encoder-size={config.encoder_size!r}; allowed values: -1..{depth}"
         )
     return dataclasses.replace(config, finetune_blocks=blocks)
+
+
+def _check_mpsl_keys(config: RunConfig) -> None:
+    """The label-privacy keys concern MPSL's messages (the attacks need class labels to score against), and
+    only MPSL keeps a resume state."""
+    if config.method != "mpsl" and (config.label_privacy != "none" or config.label_attack_report):
+        raise ConfigError(
+            f"label-privacy and label-attack-report concern MPSL's server, which sees gradients of client losses; "
+            f"with method={config.method!r} no per-sample gradient leaves a client: leave them at 'none' and false"
+        )
+    if config.method != "mpsl" and config.resume_from:
+        raise ConfigError(
+            f"resume-from continues MPSL runs only; a method={config.method!r} run keeps no resume state: "
+            "start it anew (its last model is in its results folder)"
+        )
+    if config.label_attack_report and config.task.objective == RETRIEVAL:
+        raise ConfigError(
+            f"label-attack-report=true scores attacks against class labels; {config.dataset} is a retrieval task "
+            "whose pairs are in-batch positions, not labels: set label-attack-report=false"
+        )
 
 
 def _check_text_encoder(config: RunConfig) -> None:

@@ -2,6 +2,13 @@
 
 Metrics are appended and flushed after every epoch and the model is replaced atomically, so
 a run that dies keeps everything up to its last finished epoch.
+
+An MPSL run also keeps, replaced atomically after every epoch, its resume state
+(`resume_state.pt`: the server's trainable weights, Adam state and the records so far) and a
+`resume.toml` holding its whole run config with `resume-from` set to the folder, so one
+command continues it: `flwr run . <federation> --run-config <folder>/resume.toml`. The resume
+state is written before the epoch's metrics line, and a resumed run rewrites `metrics.jsonl`
+from it, so the file never holds an epoch the resume state lacks.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mpsl_flower.config import RunConfig
+from mpsl_flower.config import ConfigError, RunConfig
 from mpsl_flower.models.full_model import FullModel
 from mpsl_flower.split.schedule import steps_per_epoch
 from tasks.audio import FBANK_MEAN, FBANK_STD
@@ -25,30 +32,65 @@ from tasks.spec import PIXEL_NORMALISATIONS, RETRIEVAL, RandomAudioPlacement, Ra
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
 RUN_INFO_FILE = "run_info.json"
+RESUME_STATE_FILE = "resume_state.pt"
+RESUME_CONFIG_FILE = "resume.toml"
+RESUME_FORMAT = 1
+# What a resumed run may set differently: where it runs, how long it waits, how far it trains.
+RESUMABLE_CHANGES = ("resume-from", "nr-of-epochs", "step-timeout-s", "device")
 
 
 class RunResults:
-    """Writes the results of one run under `<output-dir>/<save-file-name>-<timestamp>/`."""
+    """Writes the results of one run under `<output-dir>/<save-file-name>-<timestamp>/`.
+
+    With `resume-from`, it continues that folder instead: `resumed` holds the resume state
+    (checked against the config) and the metrics file is cut back to the records it holds.
+    """
 
     def __init__(self, config: RunConfig, run_label: str = "") -> None:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        suffix = f"-{run_label}" if run_label else ""
-        root = config.resolved_path("output_dir")
-        self.folder = _unique(root / f"{config.save_name}-{stamp}{suffix}")
-        self.folder.mkdir(parents=True)
         self.config = config
+        self.resumed: dict | None = None
+        self.records: list[dict] = []
+        if config.resume_from:
+            self.folder = Path(config.resume_from).expanduser()
+            self.resumed = read_resume_state(self.folder, config)
+            self.records = list(self.resumed["records"])
+            _write_lines_atomically(self.folder / METRICS_FILE, [json.dumps(r) for r in self.records])
+        else:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            suffix = f"-{run_label}" if run_label else ""
+            self.folder = _unique(config.resolved_path("output_dir") / f"{config.save_name}-{stamp}{suffix}")
+            self.folder.mkdir(parents=True)
         self.model_path = self.folder / f"{config.save_name}.pt"
-        _write_json(self.folder / CONFIG_FILE, config.to_flower())
+        _write_json(self.folder / CONFIG_FILE, {**config.to_flower(), "resume-from": ""})
+        _write_lines_atomically(
+            self.folder / RESUME_CONFIG_FILE, _toml_lines({**config.to_flower(), "resume-from": str(self.folder)})
+        )
+
+    @property
+    def run_key(self) -> str:
+        """Names this run's folder in every node's client-state store (`mpsl_flower.client_store`)."""
+        return self.folder.name
 
     def write_run_info(self, info: dict) -> None:
         """Facts about the run that the config does not say (clients, partition sizes, device...)."""
         _write_json(self.folder / RUN_INFO_FILE, info)
 
-    def log_epoch(self, record: dict) -> None:
+    def log_epoch(self, record: dict, resume_state: dict | None = None) -> None:
+        """Append the epoch's record; first, when given, replace the resume state (which holds it too)."""
+        if resume_state is not None:
+            payload = {
+                **resume_state,
+                "format": RESUME_FORMAT,
+                "epoch": record["epoch"],
+                "records": [*self.records, record],
+                "config": self.config.to_flower(),
+            }
+            _save_atomically(payload, self.folder / RESUME_STATE_FILE)
         with open(self.folder / METRICS_FILE, "a", encoding="utf-8") as stream:
             stream.write(json.dumps(record) + "\n")
             stream.flush()
             os.fsync(stream.fileno())
+        self.records.append(record)
 
     def save_model(self, model: FullModel, epoch: int, last: bool) -> None:
         """Server side and (aggregated) client side, in one file, replaced atomically after every epoch.
@@ -59,6 +101,7 @@ class RunResults:
         """
         payload = {
             "epoch": epoch,
+            "config": self.config.to_flower(),
             "server": {k: v.detach().cpu() for k, v in model.server.state_dict().items()},
             "client": {k: v.detach().cpu() for k, v in model.client.state_dict().items()},
         }
@@ -67,6 +110,54 @@ class RunResults:
             _save_atomically(payload, self.model_path.with_name(f"{self.config.save_name}-epoch{epoch}.pt"))
         if last and not self.config.save_final_model:
             self.model_path.unlink()
+
+
+def read_resume_state(folder: Path, config: RunConfig) -> dict:
+    """The resume state of the results folder `folder`, checked: readable, complete, and of a run with
+    this config (up to `RESUMABLE_CHANGES`) that has epochs left to train."""
+    fix = f"resume a run with one command: flwr run . <federation> --run-config {folder / RESUME_CONFIG_FILE}"
+    if not (folder / CONFIG_FILE).is_file():
+        raise ConfigError(
+            f"resume-from={str(folder)!r} is not a results folder of mpsl-flower (it has no {CONFIG_FILE})"
+        )
+    if not (folder / RESUME_STATE_FILE).is_file():
+        raise ConfigError(
+            f"resume-from={str(folder)!r} holds no {RESUME_STATE_FILE}: the run finished no epoch yet, or its "
+            "method keeps no resume state (only method='mpsl' does); start it anew"
+        )
+    state = load_checked(folder / RESUME_STATE_FILE, "resume state", ("format", "epoch", "records", "config"))
+    if state["format"] != RESUME_FORMAT:
+        raise ConfigError(
+            f"{folder / RESUME_STATE_FILE} has format {state['format']}, this version reads {RESUME_FORMAT}"
+        )
+    saved, current = state["config"], config.to_flower()
+    changed = [key for key in current if key not in RESUMABLE_CHANGES and saved.get(key) != current[key]]
+    if changed:
+        differences = ", ".join(f"{key}: run {saved.get(key)!r}, now {current[key]!r}" for key in changed)
+        raise ConfigError(f"resume-from: this run config differs from the interrupted run's ({differences}); {fix}")
+    if config.num_epochs <= state["epoch"]:
+        raise ConfigError(
+            f"resume-from: the run has finished {state['epoch']} of nr-of-epochs={config.num_epochs}; "
+            f"to train on, set nr-of-epochs above {state['epoch']}"
+        )
+    return state
+
+
+def load_checked(path: Path, what: str, keys: tuple[str, ...]) -> dict:
+    """A `torch.save`d dict of ours, with `keys`; a damaged or foreign file fails with one clear message."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as error:
+        raise ConfigError(f"{path} does not exist: give a results folder, or a .pt file in one") from error
+    except Exception as error:  # torch raises several types for a cut or foreign file
+        raise ConfigError(
+            f"{path} is not a readable {what} (truncated, or not written by mpsl-flower): {type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}"
+        ) from error
+    missing = [key for key in keys if not isinstance(payload, dict) or key not in payload]
+    if missing:
+        raise ConfigError(f"{path} is not a {what} of mpsl-flower: it lacks {missing}")
+    return payload
 
 
 def run_info(
@@ -217,6 +308,25 @@ def _unique(folder: Path) -> Path:
         n += 1
         candidate = folder.with_name(f"{folder.name}-{n}")
     return candidate
+
+
+def _toml_lines(values: dict[str, bool | float | int | str]) -> list[str]:
+    """`key = value` lines that TOML (and so `flwr run --run-config <file>.toml`) reads back to `values`."""
+
+    def literal(value: bool | float | int | str) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, str):
+            return json.dumps(value)  # a JSON string is a valid TOML basic string
+        return repr(value)
+
+    return [f"{key} = {literal(value)}" for key, value in values.items()]
+
+
+def _write_lines_atomically(path: Path, lines: list[str]) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    os.replace(partial, path)
 
 
 def _save_atomically(payload: dict, path: Path) -> None:

@@ -7,10 +7,15 @@ bfloat16); labels never appear in any message.
 MPSL: one step costs two round trips per client:
   train.forward    server -> client: STEP (+ CUT_GRAD of the client's previous step,
                    piggy-backed, with CUT_GRAD_STEP); reply: SMASHED activations per stream.
-  train.loss_grad  server -> client: LOGITS and STEP (+ TOTAL_BATCH);
-                   reply: LOGIT_GRAD of the client's weighted loss, with its loss and accuracy.
+  train.loss_grad  server -> client: LOGITS (the server's output: logits, retrieval embeddings,
+                   or pooled features with `label-privacy='u-shaped'`) and STEP (+ TOTAL_BATCH);
+                   reply: LOGIT_GRAD, dL/d(that output) of the client's weighted loss, with its
+                   loss and accuracy.
   train.end_epoch  server -> client: the last pending CUT_GRAD; reply: CLIENT_MODEL, the
-                   client's trainable weights (for evaluation and saving only).
+                   client's trainable weights (for evaluation and saving only). The client also
+                   keeps a snapshot of its state on its own disk, from which a resumed run restarts.
+The STEP records of train.forward and train.end_epoch name the run (RUN_KEY: where the
+node's files of this run lie) and, in a resumed run, the epoch it resumed after (RESUMED_AFTER).
 FedAvg and FedCLIP (Flower's `FedAvg` record layout):
   train            server -> client: ARRAYS (the trainable set) and CONFIG (SERVER_ROUND,
                    CLIENT_BATCH_SIZE); reply: trained ARRAYS and METRICS.
@@ -62,6 +67,8 @@ EPOCH = "epoch"
 STEP_INDEX = "step"
 CLIENT_BATCH_SIZE = "client-batch-size"
 TOTAL_BATCH = "total-batch"
+RUN_KEY = "run-key"  # names the run's folder in every node's client-state store
+RESUMED_AFTER = "resumed-after-epoch"  # 0, or the finished epochs a resumed run restarts from
 SERVER_ROUND = "server-round"
 LOSS_SUM = "loss-sum"
 CORRECT = "correct"
@@ -81,6 +88,8 @@ INFO_METRICS = (PARTITION_ID, NUM_PARTITIONS, NUM_EXAMPLES)
 STATE_PROGRESS = "mpsl.progress"  # ConfigRecord: revision, store key (+ the pending step while one is open)
 STATE_REVISION = "revision"
 STATE_STORE_KEY = "store-key"  # where the node's client state lies in its store (`mpsl_flower.client_store`)
+STATE_RUN_KEY = "run-key"  # the run's RUN_KEY, kept so every handler finds the run's folder
+STATE_POSITION = "position"  # (epoch, step, phase) of the last message this state handled
 STATE_FEDAVG_OPTIMIZER = "fedavg.optimizer"  # ArrayRecord: this client's Adam state across rounds
 
 WIRE_DTYPE = np.float32

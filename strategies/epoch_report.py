@@ -40,11 +40,13 @@ class EpochReport:
         evaluate_fn: EvaluateFn | None,
         model: FullModel,
         client_arrays: dict[int, ArrayRecord] | None = None,
+        resume_state: dict | None = None,
     ) -> dict:
         """Evaluate `arrays`, log, write and keep the epoch's record; save `model` (which holds `arrays`).
 
         `client_arrays` (partition id -> that client's own full arrays) are evaluated one by one
-        too, as the original's `--validate_only_aggregated_model False` does.
+        too, as the original's `--validate_only_aggregated_model False` does. `resume_state` (the
+        strategy's, see `RunResults.log_epoch`) is saved with the record.
         """
         epoch = train_record["epoch"]
 
@@ -59,12 +61,30 @@ class EpochReport:
 
         record = with_evaluation(train_record, evaluate)
         self.result.arrays = arrays
-        self.result.train_metrics_clientapp[epoch] = MetricRecord({key: record[key] for key in train_record})
-        test_metrics = {key: value for key, value in record.items() if key not in train_record}
-        if set(test_metrics) - {"eval_s"}:  # `evaluate_fn` was given and returned metrics
-            self.result.evaluate_metrics_serverapp[epoch] = MetricRecord(test_metrics)
+        self._keep(record)
         log(INFO, "[%s] %s", self.method, format_epoch(record, self.num_epochs))
         if self.results:
-            self.results.log_epoch(record)
+            self.results.log_epoch(record, resume_state)
             self.results.save_model(model, epoch, last=epoch == self.num_epochs)
         return record
+
+    def replay(self, records: list[dict]) -> None:
+        """Put the records of the epochs an interrupted run finished into the `Result`, as if run here."""
+        for record in records:
+            self._keep(record)
+
+    def _keep(self, record: dict) -> None:
+        """The record in the `Result`: its test metrics (and `eval_s`) apart from its training half."""
+        epoch = record["epoch"]
+        test_metrics = {key: value for key, value in record.items() if _is_test_metric(key)}
+        self.result.train_metrics_clientapp[epoch] = MetricRecord(
+            {key: value for key, value in record.items() if key not in test_metrics}
+        )
+        if set(test_metrics) - {"eval_s"}:  # `evaluate_fn` was given and returned metrics
+            self.result.evaluate_metrics_serverapp[epoch] = MetricRecord(test_metrics)
+
+
+def _is_test_metric(key: str) -> bool:
+    """Evaluation's keys (`test_*`, `client_test_*`, `eval_s`), told from training's by name alone, so that a
+    record read back from `metrics.jsonl` splits as the live one did."""
+    return key.startswith(("test_", "client_test_")) or key == "eval_s"

@@ -12,11 +12,13 @@ import time
 from dataclasses import dataclass, field
 
 from flwr.app import Message, RecordDict
+from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
 from mpsl_flower.wire import payload_bytes
 
 FIRST_POLL_S, MAX_POLL_S = 0.001, 0.02
+EXPIRED = (ErrorCode.MESSAGE_UNAVAILABLE, ErrorCode.REPLY_MESSAGE_UNAVAILABLE)  # the SuperLink's "TTL ran out"
 
 
 @dataclass
@@ -34,6 +36,7 @@ def exchange(
 ) -> Exchange:
     """Push `contents[node]` to each node as `message_type`; wait up to `timeout_s` for replies."""
     result = Exchange()
+    deadline = time.monotonic() + timeout_s  # before the messages' TTLs start: never later than they expire
     messages = {
         node: Message(content, dst_node_id=node, message_type=message_type, ttl=timeout_s, group_id=group_id)
         for node, content in contents.items()
@@ -46,14 +49,15 @@ def exchange(
             waiting[message.metadata.message_id] = node
         else:
             result.failures[node] = "the SuperLink did not accept the message"
-    deadline = time.monotonic() + timeout_s
     poll_s = FIRST_POLL_S
     while waiting and time.monotonic() < deadline:
         for reply in grid.pull_messages(list(waiting)):
             node = waiting.pop(reply.metadata.reply_to_message_id, None)
             if node is None:
                 continue
-            if reply.has_error():
+            if reply.has_error() and reply.error.code in EXPIRED:
+                result.failures[node] = f"no reply within {timeout_s:g} s (the SuperLink: message unavailable)"
+            elif reply.has_error():
                 result.failures[node] = f"client error: {reply.error.reason}"
             else:
                 result.replies[node] = reply.content

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from uuid import uuid4
 
 import flwr
 import numpy as np
@@ -220,3 +221,75 @@ def test_a_node_whose_partition_info_is_malformed_is_left_out(fast_run_config, c
         clients = discover_clients(grid, timeout_s=1.0)
     assert [c.partition_id for c in clients] == [0, 1]
     assert f"lacks {[wire.NUM_PARTITIONS, wire.NUM_EXAMPLES]}" in caplog.text
+
+
+LATE_PARTITION, LATE_STEP, LATE_ANSWERED_AT = 1, 2, 5
+
+
+class LosingGrid(InProcessGrid):
+    """Partition 1's step-2 `train.forward` never reaches its ClientApp (the server drops it at the timeout)."""
+
+    def _late(self, message) -> bool:
+        step = message.content.config_records.get(wire.STEP)
+        return (
+            message.metadata.message_type == wire.FORWARD
+            and message.metadata.dst_node_id == self.node_ids[LATE_PARTITION]
+            and step[wire.STEP_INDEX] == LATE_STEP
+        )
+
+    def push_messages(self, messages):
+        return super().push_messages([m for m in messages if not self._late(m)]) + [
+            str(uuid4()) for m in messages if self._late(m)
+        ]
+
+
+class LateGrid(LosingGrid):
+    """That message does reach it, but its ClientApp answers only at step 5, long after the server gave up,
+    with the node's state as it was when the message came: as a ClientApp that hung past the timeout does
+    in Flower's simulation, while the node's next messages run elsewhere. Flower keeps the state of a
+    handler that returns; `late_outcomes` records what the late one did."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.held: list[tuple] = []
+        self.late_outcomes: list[str] = []
+
+    def push_messages(self, messages):
+        messages = list(messages)
+        for message in messages:
+            node = message.metadata.dst_node_id
+            if self._late(message):
+                self.held.append((_over_the_wire_copy(message), copy.deepcopy(self.contexts[node])))
+            step = message.content.config_records.get(wire.STEP)
+            if self.held and node == self.node_ids[LATE_PARTITION] and step[wire.STEP_INDEX] == LATE_ANSWERED_AT:
+                late_message, late_context = self.held.pop()
+                try:
+                    self.client_app(late_message, late_context)
+                    self.contexts[node].state = late_context.state  # Flower writes back a returning handler's state
+                    self.late_outcomes.append("returned")
+                except Exception as error:
+                    self.late_outcomes.append(f"{type(error).__name__}: {error}")
+        return super().push_messages(messages)
+
+
+def _over_the_wire_copy(message):
+    from flwr.common.serde import message_from_proto, message_to_proto
+
+    message.metadata.__dict__["_message_id"] = str(uuid4())
+    return message_from_proto(message_to_proto(message))
+
+
+def test_a_message_answered_after_the_nodes_later_ones_is_refused_and_changes_nothing(fast_run_config, tmp_path):
+    run_config = {**fast_run_config, "step-timeout-s": 0.5, "client-state-dir": str(tmp_path / "state")}
+    config = parse_run_config(run_config)
+    states = []
+    for grid_class in (LosingGrid, LateGrid):
+        grid = grid_class(client_module.app, NUM_CLIENTS, run_config)
+        (record,) = epoch_records(run_strategy(config, grid)[1])
+        assert record["dropped_client_steps"] == 1, grid_class  # the late step only, no knock-on drop
+        states.append([client_module.stored_client_state(grid.contexts[n], config) for n in grid.node_ids])
+    (outcome,) = grid.late_outcomes
+    assert outcome.startswith("StaleMessage: message at (epoch, step, phase) (0, 2, 0) arrived after"), outcome
+    for lost, late in zip(*states):  # as if the late message had never come
+        for name, value in lost.items():
+            np.testing.assert_array_equal(late[name], value, err_msg=name)

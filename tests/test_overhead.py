@@ -23,6 +23,7 @@ from tasks.registry import TASKS
         {"dataset": "meld", "encoder-size": "vit-ti16", "nr-of-last-encoder-blocks-to-finetune": 3},
         {"dataset": "ucf101", "fusion-type": "early_with_both_cls_and_pooling_mean", "audio-time-dimension": "1s"},
         {"dataset": "coco-qa", "trainable-params-key": "classifier_only"},
+        {"dataset": "shapes-av", "label-privacy": "u-shaped"},
     ],
 )
 def test_the_analytic_count_of_every_part_equals_fvcores(options):

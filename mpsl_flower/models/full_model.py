@@ -13,7 +13,8 @@ from mpsl_flower.models.tokenizers import ClientModel
 
 
 class FullModel(nn.Module):
-    """`server(client(inputs))`, with the same parameter names as the two halves (client.*, server.*)."""
+    """`client.head(server(client(inputs)))`, with the same parameter names as the two halves (client.*,
+    server.*); the client's head is the identity unless it holds the task head (`label-privacy='u-shaped'`)."""
 
     def __init__(self, client: ClientModel, server: ServerModel) -> None:
         super().__init__()
@@ -21,4 +22,4 @@ class FullModel(nn.Module):
         self.server = server
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.server(self.client(inputs))
+        return self.client.head(self.server(self.client(inputs)))

@@ -37,6 +37,9 @@ class ServerModel(nn.Module):
     outputs of the k caption tokens, which go through the encoder together as one k-token
     sequence, as in the original. `objective` says how the outputs are scored (see
     `tasks.objectives`); it defaults to the task's.
+
+    `head_on_client` (`label-privacy='u-shaped'`): no head here; the output is the pooled
+    (post-LN) feature [B, D], and each client's own head (`ClientModel.head`) makes the logits.
     """
 
     def __init__(
@@ -47,16 +50,21 @@ class ServerModel(nn.Module):
         post_layer_norm: bool,
         adapter_modalities: tuple[str, ...] = (),
         objective: str | None = None,
+        head_on_client: bool = False,
     ) -> None:
         super().__init__()
         self.readout = task.readout
         self.retrieval = task.objective == RETRIEVAL
         self.objective = objective or task.objective
-        self.output_shape = (1 + task.text.per_sample, size.dim) if self.retrieval else (task.num_classes,)
+        head_here = not self.retrieval and not head_on_client
+        if self.retrieval:
+            self.output_shape: tuple[int, ...] = (1 + task.text.per_sample, size.dim)
+        else:
+            self.output_shape = (task.num_classes,) if head_here else (size.dim,)
         self.encoder = Encoder(size, finetune_blocks)
         self.adapters = nn.ModuleDict({modality: FeatureAdapter(size.dim) for modality in adapter_modalities})
         self.post_norm = nn.LayerNorm(size.dim, eps=1e-5) if post_layer_norm else nn.Identity()
-        self.head = nn.Identity() if self.retrieval else nn.Linear(size.dim, task.num_classes)
+        self.head = nn.Linear(size.dim, task.num_classes) if head_here else nn.Identity()
         self.weight_sources: dict[str, str] = {}  # part -> file that initialised it (set by split.build)
 
     def forward(self, streams: dict[str, torch.Tensor]) -> torch.Tensor:

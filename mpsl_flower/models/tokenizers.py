@@ -84,10 +84,20 @@ class ClientModel(nn.Module):
 
     Returns one token tensor per stream of the task: early fusion concatenates the
     image/audio tokens and the text token into one sequence; late fusion keeps them apart.
+
+    `head` maps the server's output to what the loss scores: the identity in the paper's mode
+    (the server's head gives logits), the task's linear head in `label-privacy='u-shaped'`, where
+    the server returns pooled features and the head, like the loss, stays with the client.
     """
 
     def __init__(
-        self, task: TaskSpec, dim: int, patch: int, pre_layer_norm: bool, ast_audio_layout: bool = False
+        self,
+        task: TaskSpec,
+        dim: int,
+        patch: int,
+        pre_layer_norm: bool,
+        ast_audio_layout: bool = False,
+        head_on_client: bool = False,
     ) -> None:
         super().__init__()
         self.task = task
@@ -96,6 +106,8 @@ class ClientModel(nn.Module):
         self.audio = AudioTokenizer(task.audio, dim, ast_audio_layout) if task.audio else None
         self.text = TextTokenizer(dim) if task.text else None
         self.pre_norm = nn.LayerNorm(dim, eps=1e-5) if pre_layer_norm else nn.Identity()
+        # created last, so the tokenizers draw the same initial weights in both modes
+        self.head = nn.Linear(dim, task.num_classes) if head_on_client and task.num_classes else nn.Identity()
         self.weight_sources: dict[str, str] = {}  # part -> file that initialised it (set by split.build)
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

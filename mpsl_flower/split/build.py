@@ -31,7 +31,14 @@ def new_client_model(config: RunConfig, pretrained: bool = True) -> ClientModel:
     """
     size = ENCODER_SIZES[config.encoder_size]
     torch.manual_seed(config.seed)
-    model = ClientModel(config.task, size.dim, size.patch, config.pre_layer_norm, config.audio_tokenizer == "ast")
+    model = ClientModel(
+        config.task,
+        size.dim,
+        size.patch,
+        config.pre_layer_norm,
+        config.audio_tokenizer == "ast",
+        head_on_client=config.label_privacy == "u-shaped",
+    )
     if pretrained:
         model.weight_sources = initialise_client_model(model, config)
     for modality in ("image", "audio"):
@@ -60,7 +67,15 @@ def new_server_model(config: RunConfig) -> ServerModel:
         if config.unified_adapter:
             adapters = (UNIFIED_ADAPTER,)
     size = ENCODER_SIZES[config.encoder_size]
-    model = ServerModel(task, size, finetune_blocks, config.post_layer_norm, adapters, task_objective(config))
+    model = ServerModel(
+        task,
+        size,
+        finetune_blocks,
+        config.post_layer_norm,
+        adapters,
+        task_objective(config),
+        head_on_client=config.label_privacy == "u-shaped",
+    )
     model.weight_sources = initialise_server_model(model.encoder, model.post_norm, config)
     return model
 

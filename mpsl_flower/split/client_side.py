@@ -35,6 +35,21 @@ class ClientSide:
         """The activations sent to the server (one tensor per stream)."""
         return self.model(inputs)
 
+    def head_gradient(
+        self, objective: str, outputs: torch.Tensor, labels: torch.Tensor, total_batch: int, lr: float
+    ) -> tuple[torch.Tensor, float, int]:
+        """`label-privacy='u-shaped'`: run this client's head on the server's features, step the head, and
+        return dL/dfeatures (what goes back to the server), the summed loss and the correct predictions.
+
+        The head steps here, at once; the tokenizers step when the cut gradient arrives. Adam keeps
+        per-parameter state and skips parameters without a gradient, so two partial steps equal one.
+        """
+        self.optimizer.zero_grad(set_to_none=True)
+        result = loss_gradient(objective, outputs, labels, total_batch, self.model.head)
+        set_lr(self.optimizer, lr)
+        self.optimizer.step()
+        return result
+
     def apply_cut_grad(self, inputs: dict[str, torch.Tensor], cut_grad: dict[str, torch.Tensor], lr: float) -> None:
         """Back-propagate the server's gradient at the cut layer and take one optimizer step."""
         self.optimizer.zero_grad(set_to_none=True)
@@ -57,15 +72,20 @@ class ClientSide:
 
 
 def loss_gradient(
-    objective: str, outputs: torch.Tensor, labels: torch.Tensor, total_batch: int
+    objective: str,
+    outputs: torch.Tensor,
+    labels: torch.Tensor,
+    total_batch: int,
+    head: torch.nn.Module | None = None,
 ) -> tuple[torch.Tensor, float, int]:
-    """dL/doutputs of this client's share of the batch-mean loss (logits, or retrieval embeddings).
+    """dL/doutputs of this client's share of the batch-mean loss (logits, retrieval embeddings, or the
+    features its own `head` scores); the head's weight gradients are left in its parameters.
 
     The client's loss is weighted by m_i / sum(m), i.e. its summed loss divided by the global
     batch, so that the server's total equals the mean over the whole batch.
     Returns (gradient, summed loss, correct predictions).
     """
     outputs = outputs.detach().float().requires_grad_(True)
-    loss_sum, correct = loss_sum_and_correct(objective, outputs, labels)
+    loss_sum, correct = loss_sum_and_correct(objective, head(outputs) if head is not None else outputs, labels)
     (loss_sum / total_batch).backward()
     return outputs.grad, float(loss_sum.detach()), correct

@@ -42,7 +42,7 @@ def evaluate(
         rows = range(start, min(start + batch_size, len(split)))
         batch = split.select(rows, None if draws is None else input_generator(*draws, start))
         streams = {name: tokens.to(device) for name, tokens in client_model(batch.inputs).items()}
-        batch_outputs = server_model(streams).cpu()
+        batch_outputs = client_model.head(server_model(streams).cpu())  # the identity unless the head is here
         batch_loss, batch_correct = loss_sum_and_correct(server_model.objective, batch_outputs, batch.labels)
         loss_sum, correct = loss_sum + float(batch_loss), correct + batch_correct
         if is_retrieval(server_model.objective):

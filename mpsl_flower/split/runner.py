@@ -73,8 +73,12 @@ class InProcessRunner:
         started = time.perf_counter()
         total = sum(len(b) for b in batches)
         logit_grads = []
-        for part, b in zip(logits, batches):
-            grad, loss_sum, correct = loss_gradient(self.server.model.objective, part, b.labels, total)
+        objective = self.server.model.objective
+        for i, part, b in zip(active, logits, batches):
+            if self.config.label_privacy == "u-shaped":  # the client's own head scores the server's features
+                grad, loss_sum, correct = self.clients[i].head_gradient(objective, part, b.labels, total, lr)
+            else:
+                grad, loss_sum, correct = loss_gradient(objective, part, b.labels, total)
             tally.add_client_loss(loss_sum, correct, len(b))
             tally.bytes_analytic += len(b) * self.bytes_per_sample
             logit_grads.append(grad)
