@@ -125,6 +125,18 @@ def save_snapshot(
     _write_kept(_snapshot_path(state_dir, run_key, partition, epochs_done), arrays, "after-epoch-*.npz", epochs_done)
 
 
+def latest_snapshot(
+    state_dir: str, run_key: str, partition: int, at_most: int
+) -> tuple[int, dict[str, np.ndarray]] | None:
+    """(epochs, state) of `partition`'s newest snapshot after at most `at_most` epochs, or None."""
+    folder = _snapshot_path(state_dir, run_key, partition, at_most).parent
+    done = [int(p.stem.rsplit("-", 1)[1]) for p in folder.glob("after-epoch-*.npz")]
+    usable = [epochs for epochs in done if epochs <= at_most]
+    if not usable:
+        return None
+    return max(usable), load_snapshot(state_dir, run_key, partition, max(usable))
+
+
 def load_snapshot(state_dir: str, run_key: str, partition: int, epochs_done: int) -> dict[str, np.ndarray]:
     path = _snapshot_path(state_dir, run_key, partition, epochs_done)
     fix = (

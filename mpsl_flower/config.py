@@ -93,6 +93,7 @@ class RunConfig:
     adapter_approach: bool = field(default=False, metadata=_key("use-adapter-approach"))
     fraction_train: float = field(default=1.0, metadata=_key("fraction-train", positive=True))
     step_timeout_s: float = field(default=120.0, metadata=_key("step-timeout-s", positive=True))
+    discovery_timeout_s: float = field(default=300.0, metadata=_key("discovery-timeout-s", positive=True))
     eval_batch_size: int = field(default=250, metadata=_key("eval-batch-size", minimum=1))
     retrieval_scoring: str = field(default="dot", metadata=_key("retrieval-scoring", choices=RETRIEVAL_SCORINGS))
     save_every_epoch: bool = field(default=False, metadata=_key("save-model-after-each-epoch"))

@@ -15,7 +15,8 @@ MPSL: one step costs two round trips per client:
                    client's trainable weights (for evaluation and saving only). The client also
                    keeps a snapshot of its state on its own disk, from which a resumed run restarts.
 The STEP records of train.forward and train.end_epoch name the run (RUN_KEY: where the
-node's files of this run lie) and, in a resumed run, the epoch it resumed after (RESUMED_AFTER).
+node's files of this run lie) and the epochs it has finished (EPOCHS_DONE): a node with no state
+of its own (in a resumed run, or a device restarted mid-run) starts from its snapshot after them.
 FedAvg and FedCLIP (Flower's `FedAvg` record layout):
   train            server -> client: ARRAYS (the trainable set) and CONFIG (SERVER_ROUND,
                    CLIENT_BATCH_SIZE); reply: trained ARRAYS and METRICS.
@@ -33,16 +34,17 @@ import torch
 from flwr.app import Array, ArrayRecord, RecordDict
 from flwr.common.serde import recorddict_to_proto
 
+from mpsl_flower.message_types import (  # noqa: F401 - re-exported: callers spell message types wire.X
+    END_EPOCH,
+    FEDAVG_TRAIN,
+    FORWARD,
+    LOSS_GRAD,
+    PARTITION_INFO,
+    PING,
+    action,
+)
 from mpsl_flower.split import precision as precision_codec
 from mpsl_flower.split.precision import ENCODED_DTYPES, SCALE_SUFFIX
-
-# ---- message types ------------------------------------------------------------------------
-FORWARD = "train.forward"
-LOSS_GRAD = "train.loss_grad"
-END_EPOCH = "train.end_epoch"
-FEDAVG_TRAIN = "train"  # Flower's FedAvg sends plain `train` messages
-PARTITION_INFO = "query.partition_info"
-PING = "query.ping"
 
 # ---- record keys: MPSL --------------------------------------------------------------------
 STEP = "step"  # ConfigRecord: EPOCH, STEP_INDEX, CLIENT_BATCH_SIZE (+ TOTAL_BATCH for LOSS_GRAD)
@@ -68,7 +70,7 @@ STEP_INDEX = "step"
 CLIENT_BATCH_SIZE = "client-batch-size"
 TOTAL_BATCH = "total-batch"
 RUN_KEY = "run-key"  # names the run's folder in every node's client-state store
-RESUMED_AFTER = "resumed-after-epoch"  # 0, or the finished epochs a resumed run restarts from
+EPOCHS_DONE = "epochs-done"  # epochs the run has finished before this message's epoch
 SERVER_ROUND = "server-round"
 LOSS_SUM = "loss-sum"
 CORRECT = "correct"
@@ -93,11 +95,6 @@ STATE_POSITION = "position"  # (epoch, step, phase) of the last message this sta
 STATE_FEDAVG_OPTIMIZER = "fedavg.optimizer"  # ArrayRecord: this client's Adam state across rounds
 
 WIRE_DTYPE = np.float32
-
-
-def action(message_type: str) -> str:
-    """The ClientApp handler's name for a message type: `train.forward` -> `forward`."""
-    return message_type.split(".", 1)[1]
 
 
 def tensors_to_record(tensors: dict[str, torch.Tensor | np.ndarray]) -> ArrayRecord:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from logging import WARNING
+from logging import INFO, WARNING
 
 from flwr.app import RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid
 
 from mpsl_flower import wire
-from strategies.exchange import exchange
+from strategies.exchange import NO_REPLY, exchange
 
 DISCOVERY_POLL_S = 0.5
 
@@ -25,19 +25,27 @@ class ClientInfo:
     num_examples: int
 
 
-def discover_clients(grid: Grid, timeout_s: float) -> list[ClientInfo]:
-    """Ask every node for its partition; wait until all `num-partitions` have answered."""
-    deadline = time.monotonic() + timeout_s
+def discover_clients(grid: Grid, timeout_s: float, wait_s: float | None = None) -> list[ClientInfo]:
+    """Ask every node for its partition; wait until all `num-partitions` have answered, or `wait_s` has passed.
+
+    A node that does not answer within `timeout_s` (one query's wait) is asked again while `wait_s`
+    (default: `timeout_s`) lasts: a device may still be starting, or building its data cache, and
+    must not be left out of the whole run for that. Only a node that answers with an error or a
+    malformed reply is left out. Progress is logged after every round that leaves nodes waiting.
+    """
+    started = time.monotonic()
+    deadline = started + (timeout_s if wait_s is None else max(wait_s, timeout_s))
     known: dict[int, ClientInfo] = {}
     refused: set[int] = set()
     expected = 0
     while True:
-        new = [n for n in grid.get_node_ids() if n not in known and n not in refused]
-        if new:
-            result = exchange(grid, {n: RecordDict() for n in new}, wire.PARTITION_INFO, timeout_s)
+        asked = [n for n in grid.get_node_ids() if n not in known and n not in refused]
+        if asked:
+            result = exchange(grid, {n: RecordDict() for n in asked}, wire.PARTITION_INFO, timeout_s)
             for node, reason in result.failures.items():
-                log(WARNING, "node %d left out: %s", node, reason)
-                refused.add(node)
+                if not reason.startswith(NO_REPLY):
+                    log(WARNING, "node %d left out: %s", node, reason)
+                    refused.add(node)
             for node, content in result.replies.items():
                 info = content.get(wire.INFO, {})
                 missing = [key for key in wire.INFO_METRICS if key not in info]
@@ -51,8 +59,20 @@ def discover_clients(grid: Grid, timeout_s: float) -> list[ClientInfo]:
             break
         if time.monotonic() > deadline:
             if not known:
-                raise RuntimeError(f"no client answered within {timeout_s:g} s: are SuperNodes connected?")
+                raise RuntimeError(
+                    f"no client answered within {deadline - started:.0f} s: are SuperNodes connected? "
+                    "(discovery-timeout-s sets how long to wait)"
+                )
             log(WARNING, "only %d of %d clients connected; training with those", len(known), expected)
             break
+        if asked:
+            waiting = len([n for n in asked if n not in known and n not in refused])
+            log(
+                INFO,
+                "waiting for clients: %d answered, %d still starting, %.0f s left",
+                len(known),
+                waiting,
+                max(0.0, deadline - time.monotonic()),
+            )
         time.sleep(DISCOVERY_POLL_S)
     return sorted(known.values(), key=lambda c: c.partition_id)

@@ -18,6 +18,7 @@ from flwr.serverapp import Grid
 from mpsl_flower.wire import payload_bytes
 
 FIRST_POLL_S, MAX_POLL_S = 0.001, 0.02
+NO_REPLY = "no reply within"  # how every failure reason of a silent node starts
 EXPIRED = (ErrorCode.MESSAGE_UNAVAILABLE, ErrorCode.REPLY_MESSAGE_UNAVAILABLE)  # the SuperLink's "TTL ran out"
 
 
@@ -50,21 +51,22 @@ def exchange(
         else:
             result.failures[node] = "the SuperLink did not accept the message"
     poll_s = FIRST_POLL_S
-    while waiting and time.monotonic() < deadline:
+    while waiting:  # pulls at least once: replies already there count, however long the push took
         for reply in grid.pull_messages(list(waiting)):
             node = waiting.pop(reply.metadata.reply_to_message_id, None)
             if node is None:
                 continue
             if reply.has_error() and reply.error.code in EXPIRED:
-                result.failures[node] = f"no reply within {timeout_s:g} s (the SuperLink: message unavailable)"
+                result.failures[node] = f"{NO_REPLY} {timeout_s:g} s (the SuperLink: message unavailable)"
             elif reply.has_error():
                 result.failures[node] = f"client error: {reply.error.reason}"
             else:
                 result.replies[node] = reply.content
                 result.bytes_up += payload_bytes(reply.content)
-        if waiting:
-            time.sleep(poll_s)
-            poll_s = min(poll_s * 2, MAX_POLL_S)
+        if not waiting or time.monotonic() >= deadline:
+            break
+        time.sleep(poll_s)
+        poll_s = min(poll_s * 2, MAX_POLL_S)
     for node in waiting.values():
-        result.failures[node] = f"no reply within {timeout_s:g} s"
+        result.failures[node] = f"{NO_REPLY} {timeout_s:g} s"
     return result

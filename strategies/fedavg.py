@@ -86,7 +86,7 @@ class FederatedAveraging(FedAvg):
         `evaluate_fn(round, arrays)` is called after each round (not before the first: the
         original evaluates trained models only).
         """
-        clients = discover_clients(grid, timeout)
+        clients = discover_clients(grid, timeout, self.config.discovery_timeout_s)
         self.config.check_num_clients(len(clients))
         self.clients = {c.partition_id: c for c in clients}
         self.partition_of = {c.node_id: c.partition_id for c in clients}

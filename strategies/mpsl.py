@@ -99,7 +99,7 @@ class MpslStrategy(LoopStrategy):
         self._load_initial_arrays(initial_arrays)
         log(INFO, "Starting %s strategy:", type(self).__name__)
         self.summary()
-        clients = discover_clients(grid, timeout)
+        clients = discover_clients(grid, timeout, self.config.discovery_timeout_s)
         self.config.check_num_clients(len(clients))
         m = self.config.client_batch_size(len(clients))
         steps = steps_per_epoch([c.num_examples for c in clients], m)
@@ -230,7 +230,9 @@ class MpslStrategy(LoopStrategy):
         """One MPSL step over every client that still has data in this epoch."""
         active = [c for c in clients if step < num_batches(c.num_examples, m)]
         sizes = {c.node_id: min(m, c.num_examples - step * m) for c in active}
-        step_info = ConfigRecord({wire.EPOCH: epoch, wire.STEP_INDEX: step, wire.CLIENT_BATCH_SIZE: m, **self._run()})
+        step_info = ConfigRecord(
+            {wire.EPOCH: epoch, wire.STEP_INDEX: step, wire.CLIENT_BATCH_SIZE: m, **self._run(epoch)}
+        )
         requests = {c.node_id: self._with_pending_cut_grad(c.node_id, {wire.STEP: step_info}) for c in active}
         forward = exchange(grid, requests, wire.FORWARD, timeout, group_id=f"{epoch}.{step}")
         self._count(forward, tally)
@@ -289,9 +291,9 @@ class MpslStrategy(LoopStrategy):
                 self.pending_cut_grads[node] = (cut_grad, epoch, step)
         tally.steps += 1
 
-    def _run(self) -> dict:
-        """The run's key and resume point, for the STEP records of forward and end_epoch messages."""
-        return {wire.RUN_KEY: self.run_key, wire.RESUMED_AFTER: self.resumed_after}
+    def _run(self, epoch: int) -> dict:
+        """The run's key and finished epochs, for the STEP records of forward and end_epoch messages."""
+        return {wire.RUN_KEY: self.run_key, wire.EPOCHS_DONE: epoch}
 
     def _with_pending_cut_grad(self, node: int, records: dict) -> RecordDict:
         """Piggy-back the node's last cut-layer gradient on its next message."""
@@ -326,7 +328,7 @@ class MpslStrategy(LoopStrategy):
         """Deliver the last cut gradients; return each answering client's trainable weights, by partition."""
         requests = {
             c.node_id: self._with_pending_cut_grad(
-                c.node_id, {wire.STEP: ConfigRecord({wire.EPOCH: epoch, **self._run()})}
+                c.node_id, {wire.STEP: ConfigRecord({wire.EPOCH: epoch, **self._run(epoch)})}
             )
             for c in clients
         }

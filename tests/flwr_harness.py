@@ -25,11 +25,18 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from mpsl_flower.deployment import (
+    DEFAULT_PORT,
+    Deployment,
+    federation_entry,
+    wait_for_superlink,
+    write_deployment,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv running pytest: flwr, flower-superlink, flower-superexec
@@ -64,17 +71,14 @@ def tail(path: Path, chars: int = 4000) -> str:
         return f"<{path}: {error}>"
 
 
-def _wait_healthy(port: int, superlink: subprocess.Popen, log_path: Path, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if superlink.poll() is not None:
-            raise RuntimeError(f"SuperLink exited with {superlink.returncode}:\n{tail(log_path)}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"SuperLink on port {port} not healthy within {timeout_s} s:\n{tail(log_path)}")
+def _wait_healthy(
+    port: int, superlink: subprocess.Popen, log_path: Path, timeout_s: float = 60, ca_file: Path | None = None
+) -> None:
+    """`wait_for_superlink`, with the SuperLink's log in the error."""
+    try:
+        wait_for_superlink(port, ca_file, timeout_s, superlink)
+    except (RuntimeError, TimeoutError) as error:
+        raise RuntimeError(f"{error}:\n{tail(log_path)}") from error
 
 
 # ---- process cleanup (Linux /proc) ---------------------------------------------------------
@@ -313,20 +317,13 @@ def start_flwr_run(
     log_path: Path,
     run_config: str,
     app: Path = REPO,
-    num_supernodes: int = NUM_SUPERNODES,
+    num_supernodes: int | None = NUM_SUPERNODES,
 ) -> StartedRun:
-    """Start `flwr run <app> test --stream` on the SuperLink `env` points at; return at once."""
-    command = [
-        str(BIN / "flwr"),
-        "run",
-        str(app),
-        "test",
-        "--stream",
-        "--federation-config",
-        f"num-supernodes={num_supernodes} client-resources-num-cpus=1",
-        "--run-config",
-        run_config,
-    ]
+    """Start `flwr run <app> test --stream` on the SuperLink `env` points at; return at once.
+    `num_supernodes=None`: a deployment SuperLink, whose SuperNodes are real processes."""
+    command = [str(BIN / "flwr"), "run", str(app), "test", "--stream", "--run-config", run_config]
+    if num_supernodes is not None:
+        command += ["--federation-config", f"num-supernodes={num_supernodes} client-resources-num-cpus=1"]
     process = subprocess.Popen(
         command,
         env={**env, "PYTHONUNBUFFERED": "1"},
@@ -376,7 +373,7 @@ def flwr_run(
     run_config: str,
     status: str = "finished:completed",
     app: Path = REPO,
-    num_supernodes: int = NUM_SUPERNODES,
+    num_supernodes: int | None = NUM_SUPERNODES,
 ) -> FinishedRun:
     """`flwr run` the app (or a copy, `app`) to its end; assert the run ended with `status`."""
     run_log = superlink_log.with_name("flwr-run.log")
@@ -400,3 +397,67 @@ def flwr_run(
     statuses, listing = wait_until_finished(env, run_id)
     assert statuses == [status], diagnostics(f"flwr list:\n{listing}")
     return FinishedRun(stdout, diagnostics(), list(run.lines), run_id)
+
+
+# ---- a secure Deployment Engine federation on loopback ---------------------------------------
+
+
+@dataclass
+class SecureFederation:
+    """A deployment SuperLink with TLS and SuperNode authentication, and what a test needs to drive it."""
+
+    deployment: Deployment
+    env: dict  # points `flwr` at the SuperLink as federation "test" (TLS, the CA)
+    superlink_log: Path
+    logs: Path
+
+    def command(self, command: list[str]) -> list[str]:
+        """A printed command (`flower-supernode ...`) with its program taken from this test's venv."""
+        return [str(BIN / command[0]), *command[1:]]
+
+    def start(self, command: list[str], name: str) -> subprocess.Popen:
+        """Start `command` in its own session, logging to `<logs>/<name>.log`; the teardown stops it by PID."""
+        with open(self.logs / f"{name}.log", "w") as log:
+            return subprocess.Popen(
+                self.command(command), env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def log(self, name: str) -> str:
+        return tail(self.logs / f"{name}.log", 20000)
+
+
+@contextlib.contextmanager
+def secure_federation(tmp_path: Path, devices: int) -> Iterator[SecureFederation]:
+    """The README's secure deployment on loopback, by its own commands (`mpsl_flower.deployment`): keys,
+    a SuperLink with TLS and SuperNode authentication, every device's key registered with `flwr supernode
+    register`, and one SuperNode process per device. Port 9093 as the README says, unless it is taken;
+    each SuperNode gets its own Runtime API port, since they share one machine."""
+    port = DEFAULT_PORT if _port_is_free(DEFAULT_PORT) else free_port()
+    deployment = write_deployment(tmp_path / "keys", ["127.0.0.1"], devices, port, federation="test")
+    flwr_home, logs = tmp_path / "flwr-home", tmp_path / "logs"
+    flwr_home.mkdir()
+    logs.mkdir()
+    (flwr_home / "config.toml").write_text('[superlink]\ndefault = "test"\n\n' + federation_entry(deployment))
+    token = uuid.uuid4().hex
+    federation = SecureFederation(deployment, _environment(flwr_home, token), logs / "superlink.log", logs)
+    superlink = federation.start(deployment.superlink_command("127.0.0.1", tmp_path / "state.db"), "superlink")
+    try:
+        _wait_healthy(port, superlink, federation.superlink_log, ca_file=deployment.folder / "ca.crt")
+        for device in range(devices):
+            command = federation.command(deployment.register_command(device))
+            registered = subprocess.run(command, env=federation.env, capture_output=True, text=True, timeout=120)
+            assert registered.returncode == 0, registered.stdout + registered.stderr
+            federation.start(deployment.supernode_command(device, runtime_port=free_port()), f"supernode-{device}")
+        yield federation
+    finally:
+        leftovers = _stop_all(superlink, token)
+    assert not leftovers, "processes started by the test survived its teardown:\n" + "\n".join(leftovers)
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True

@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import json
 import re
+import subprocess
+import sys
 from uuid import uuid4
 
 import flwr
@@ -17,7 +19,7 @@ from inprocess_grid import InProcessGrid
 from strategy_runs import CPU, epoch_records, run_strategy
 
 from mpsl_flower import client_app as client_module
-from mpsl_flower import server_app, wire
+from mpsl_flower import client_handlers, server_app, wire
 from mpsl_flower.client_data import client_partition
 from mpsl_flower.config import ConfigError, parse_run_config
 from mpsl_flower.model_inputs import load_inputs
@@ -35,7 +37,7 @@ class ForgetfulGrid(InProcessGrid):
     """Empties the ClientApp's per-process cache before every message, as a fresh process would."""
 
     def _handle(self, message):
-        client_module._live_clients.clear()
+        client_handlers._live_clients.clear()
         return super()._handle(message)
 
 
@@ -66,7 +68,7 @@ def test_flower_path_gives_the_same_weights_as_the_in_process_runner(fast_run_co
     for node, client in zip(grid.node_ids, runner.clients):
         state = grid.contexts[node].state
         assert list(state) == [wire.STATE_PROGRESS]  # light: the weights are in the node's store, not the state
-        stored = client_module.stored_client_state(grid.contexts[node], config)
+        stored = client_handlers.stored_client_state(grid.contexts[node], config)
         for name, value in trainable_arrays(client.model).items():
             np.testing.assert_allclose(stored[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
     for key in ("train_loss", "train_accuracy", "test_accuracy", "steps"):
@@ -238,8 +240,9 @@ class LosingGrid(InProcessGrid):
         )
 
     def push_messages(self, messages):
+        messages = list(messages)
         return super().push_messages([m for m in messages if not self._late(m)]) + [
-            str(uuid4()) for m in messages if self._late(m)
+            _accepted(m) for m in messages if self._late(m)
         ]
 
 
@@ -272,6 +275,12 @@ class LateGrid(LosingGrid):
         return super().push_messages(messages)
 
 
+def _accepted(message) -> str:
+    """Accept `message` as a SuperLink would (an id for it), without ever delivering it."""
+    message.metadata.__dict__["_message_id"] = str(uuid4())
+    return message.metadata.message_id
+
+
 def _over_the_wire_copy(message):
     from flwr.common.serde import message_from_proto, message_to_proto
 
@@ -287,9 +296,86 @@ def test_a_message_answered_after_the_nodes_later_ones_is_refused_and_changes_no
         grid = grid_class(client_module.app, NUM_CLIENTS, run_config)
         (record,) = epoch_records(run_strategy(config, grid)[1])
         assert record["dropped_client_steps"] == 1, grid_class  # the late step only, no knock-on drop
-        states.append([client_module.stored_client_state(grid.contexts[n], config) for n in grid.node_ids])
+        states.append([client_handlers.stored_client_state(grid.contexts[n], config) for n in grid.node_ids])
     (outcome,) = grid.late_outcomes
     assert outcome.startswith("StaleMessage: message at (epoch, step, phase) (0, 2, 0) arrived after"), outcome
     for lost, late in zip(*states):  # as if the late message had never come
         for name, value in lost.items():
             np.testing.assert_array_equal(late[name], value, err_msg=name)
+
+
+class SlowStartGrid(InProcessGrid):
+    """Node 2 answers nothing for its first two partition queries: a device still building its cache."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.unanswered = 2
+
+    def push_messages(self, messages):
+        messages = list(messages)
+        late = [m for m in messages if m.metadata.dst_node_id == self.node_ids[2] and self.unanswered]
+        if late:
+            self.unanswered -= 1
+        kept = [m for m in messages if m not in late]
+        return list(super().push_messages(kept)) + [_accepted(m) for m in late]
+
+
+def test_discovery_waits_for_a_device_that_is_still_starting(fast_run_config, caplog):
+    with caplog.at_level("INFO", logger="flwr"):
+        clients = discover_clients(SlowStartGrid(client_module.app, 3, fast_run_config), timeout_s=0.3, wait_s=30)
+    assert [c.partition_id for c in clients] == [0, 1, 2]
+    assert "waiting for clients: 2 answered, 1 still starting" in caplog.text and "left out" not in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO", logger="flwr"):  # without the wait, it would have trained without it
+        clients = discover_clients(SlowStartGrid(client_module.app, 3, fast_run_config), timeout_s=0.3)
+    assert [c.partition_id for c in clients] == [0, 1] and "only 2 of 3 clients connected" in caplog.text
+
+
+class RestartingGrid(InProcessGrid):
+    """Partition 1's device is off from epoch 2, step 2, to the end of that epoch (its messages are lost), and
+    restarted before epoch 3: a new SuperNode process, whose `context.state` is empty."""
+
+    restarted = False
+
+    def push_messages(self, messages):
+        messages = list(messages)
+        node = self.node_ids[1]
+        off = [m for m in messages if m.metadata.dst_node_id == node and self._while_off(m)]
+        for message in messages:
+            step = message.content.config_records.get(wire.STEP)
+            if message.metadata.dst_node_id == node and step and step[wire.EPOCH] == 2 and not self.restarted:
+                self.contexts[node].state = RecordDict()  # restarted: the node's context is new
+                client_handlers._live_clients.clear()
+                self.restarted = True
+        return list(super().push_messages([m for m in messages if m not in off])) + [_accepted(m) for m in off]
+
+    @staticmethod
+    def _while_off(message) -> bool:
+        step = message.content.config_records.get(wire.STEP)
+        return bool(step) and step[wire.EPOCH] == 1 and step.get(wire.STEP_INDEX, 1 << 30) >= 2
+
+
+def test_a_device_off_for_part_of_an_epoch_rejoins_from_its_snapshot(fast_run_config, tmp_path, caplog):
+    run_config = {**fast_run_config, "nr-of-epochs": 3, "step-timeout-s": 0.3, "client-state-dir": str(tmp_path)}
+    config = parse_run_config(run_config)
+    with caplog.at_level("WARNING", logger="flwr"):
+        records = epoch_records(run_strategy(config, RestartingGrid(client_module.app, NUM_CLIENTS, run_config))[1])
+    steps = num_batches(len(client_partition(config, 1, NUM_CLIENTS)), config.client_batch_size(NUM_CLIENTS))
+    assert [r["clients_aggregated"] for r in records] == [4, 3, 4]  # left out of epoch 2's average only
+    assert [r["dropped_client_steps"] for r in records] == [0, steps - 2, 0]
+    assert "partition 1 rejoins from its snapshot after epoch 1 of 2" in caplog.text
+
+
+def test_the_client_app_module_imports_nothing_heavy():
+    """In deployment every message starts a fresh ClientApp process: Flower's floor (`query.ping`) must not
+    pay for torch, and a `query.ping` is answered without it."""
+    code = (
+        "import sys\n"
+        "from flwr.app import Context, Message, RecordDict\n"
+        "from mpsl_flower import client_app\n"
+        "assert 'torch' not in sys.modules, 'torch imported by the ClientApp module'\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('mpsl_flower', 'strategies', 'tasks'))))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['mpsl_flower', 'mpsl_flower.client_app', 'mpsl_flower.message_types']"

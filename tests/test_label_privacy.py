@@ -14,7 +14,7 @@ from fixtures_images import write_karpathy
 from inprocess_grid import InProcessGrid
 
 from mpsl_flower import client_app as client_module
-from mpsl_flower import server_app, wire
+from mpsl_flower import client_handlers, server_app, wire
 from mpsl_flower.client_data import client_partition
 from mpsl_flower.config import ConfigError, parse_run_config
 from mpsl_flower.label_attacks import direct_attack, majority_rate
@@ -84,7 +84,7 @@ def test_the_u_shaped_mode_keeps_the_head_on_the_clients_and_matches_the_runner(
     for name, value in trainable_arrays(runner.server.model).items():
         np.testing.assert_allclose(final["server." + name], value, rtol=1e-5, atol=1e-6, err_msg=name)
     for node, client in zip(grid.node_ids, runner.clients):
-        stored = client_module.stored_client_state(grid.contexts[node], config)
+        stored = client_handlers.stored_client_state(grid.contexts[node], config)
         for name, value in trainable_arrays(client.model).items():  # tokenizers and each client's own head
             np.testing.assert_allclose(stored[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
 

@@ -16,7 +16,7 @@ from flwr.common.config import parse_config_args
 from inprocess_grid import InProcessGrid
 
 from mpsl_flower import client_app as client_module
-from mpsl_flower import server_app, wire
+from mpsl_flower import client_handlers, server_app, wire
 from mpsl_flower.config import ConfigError, parse_run_config
 from mpsl_flower.results import RESUME_CONFIG_FILE, RESUME_STATE_FILE, read_metrics
 from mpsl_flower.saved_model import load_saved_model
@@ -41,7 +41,7 @@ class KillingGrid(InProcessGrid):
 
 
 def _train(run_config: dict, grid: InProcessGrid, label: str):
-    client_module._live_clients.clear()  # a new ClientApp process remembers nothing
+    client_handlers._live_clients.clear()  # a new ClientApp process remembers nothing
     return server_app.train(parse_run_config(run_config), grid, run_label=label)
 
 
@@ -79,8 +79,8 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_exactly_as_an_uninterrupted_one
             assert torch.equal(resumed_model[half][name], tensor), f"{half}.{name}"
     config = parse_run_config(run_config)
     for node in whole_grid.node_ids:  # every client's own weights and Adam state, bit for bit
-        expected = client_module.stored_client_state(whole_grid.contexts[node], config)
-        got = client_module.stored_client_state(resumed_grid.contexts[node], config)
+        expected = client_handlers.stored_client_state(whole_grid.contexts[node], config)
+        got = client_handlers.stored_client_state(resumed_grid.contexts[node], config)
         assert sorted(got) == sorted(expected)
         for name, value in expected.items():
             np.testing.assert_array_equal(got[name], value, err_msg=name)
