@@ -52,9 +52,10 @@ def load_saved_model(source: str | Path, config: RunConfig | None = None) -> tup
             raise ConfigError(f"{path} holds no run config: pass the run's config to load it")
         config = parse_run_config({**saved_config, "resume-from": ""})
     elif saved_config is not None:
-        differing = [key for key in MODEL_KEYS if key in saved_config and saved_config[key] != config.to_flower()[key]]
+        given = config.to_flower()
+        differing = [key for key in MODEL_KEYS if key in saved_config and saved_config[key] != given[key]]
         if differing:
-            details = ", ".join(f"{key}={saved_config[key]!r} (given {config.to_flower()[key]!r})" for key in differing)
+            details = ", ".join(f"{key}={saved_config[key]!r} (given {given[key]!r})" for key in differing)
             raise ConfigError(f"{path} was saved by a run with another model: {details}; load it with its own config")
     model = new_full_model(config)
     for half in ("client", "server"):
