@@ -164,7 +164,7 @@ def main() -> None:
     except Exception:
         print(f"logs kept in {work}")
         raise
-    modules = ("flwr.clientapp", "mpsl_flower.client_app", "mpsl_flower.client_handlers")
+    modules = ("flwr.clientapp", "mpsl_flower.client_app", "torch", "mpsl_flower.client_handlers")
     print(report(figures, {module: import_seconds(module) for module in modules}))
     shutil.rmtree(work, ignore_errors=True)
 

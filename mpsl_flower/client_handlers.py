@@ -15,6 +15,7 @@ a node that starts a resumed run (no state of its own yet) loads the snapshot th
 
 from __future__ import annotations
 
+import sys
 import time
 from logging import WARNING
 
@@ -23,7 +24,6 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.common import log
 
 from mpsl_flower import wire
-from mpsl_flower.client_data import client_partition
 from mpsl_flower.client_store import (
     check_position,
     claim_position,
@@ -34,6 +34,7 @@ from mpsl_flower.client_store import (
     save_state,
 )
 from mpsl_flower.config import RunConfig, parse_run_config
+from mpsl_flower.device_data import NODE_DATA_DIR, device_partition
 from mpsl_flower.local_training import train_local_epoch
 from mpsl_flower.logs import show_project_logs
 from mpsl_flower.models.weights import (
@@ -47,6 +48,7 @@ from mpsl_flower.split.client_side import ClientSide, loss_gradient
 from mpsl_flower.split.optimizer import epoch_lr, new_optimizer
 from mpsl_flower.split.schedule import step_batch
 from tasks.data import SplitData
+from tasks.preprocess import user_path
 
 show_project_logs()
 
@@ -58,6 +60,8 @@ _live_clients: dict[tuple[int, int], tuple[int, ClientSide]] = {}
 
 
 def _partition(context: Context, config: RunConfig) -> SplitData:
+    """This node's training samples: taken from the machine-wide data in Flower's simulation, whose virtual
+    clients share a process; on a SuperNode, its own partition only (`device_data`)."""
     node_config = context.node_config
     for key in (wire.PARTITION_ID, wire.NUM_PARTITIONS):
         if key not in node_config:
@@ -65,7 +69,20 @@ def _partition(context: Context, config: RunConfig) -> SplitData:
                 f"node config has no {key!r}: start the SuperNode with "
                 f"--node-config '{wire.PARTITION_ID}=<i> {wire.NUM_PARTITIONS}=<n>'"
             )
-    return client_partition(config, _partition_id(context), int(node_config[wire.NUM_PARTITIONS]))
+    partition, num_partitions = _partition_id(context), int(node_config[wire.NUM_PARTITIONS])
+    if _simulated():
+        from mpsl_flower.client_data import client_partition  # the partitioner and decoders, once per Ray worker
+
+        return client_partition(config, partition, num_partitions)
+    own_data_dir = node_config.get(NODE_DATA_DIR)
+    return device_partition(config, partition, num_partitions, user_path(own_data_dir) if own_data_dir else None)
+
+
+def _simulated() -> bool:
+    """Whether Flower's simulation runs this client: its virtual clients live in Ray actors (a SuperNode's
+    ClientApp process never imports Ray)."""
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
 
 
 def _partition_id(context: Context) -> int:

@@ -36,6 +36,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 DEFAULT_PORT = 9093
 DEFAULT_FEDERATION = "mpsl"
+LOOPBACK_NAMES = ("127.0.0.1", "localhost")  # always in the SuperLink certificate (`_certified_names`)
 VALID_DAYS = 365
 CURVE = ec.SECP384R1  # a NIST curve: `flwr supernode register` refuses others
 
@@ -100,6 +101,12 @@ class Deployment:
         return ["flwr", "run", ".", self.federation, "--stream"]
 
 
+def _certified_names(addresses: list[str]) -> list[str]:
+    """The addresses the SuperLink's certificate names: the given ones, then loopback, which the SuperLink's
+    own SuperExec uses to reach it (it starts the ServerApp) whatever address the devices use."""
+    return list(dict.fromkeys([*addresses, *LOOPBACK_NAMES]))
+
+
 def write_deployment(
     folder: Path, addresses: list[str], devices: int, port: int = DEFAULT_PORT, federation: str = DEFAULT_FEDERATION
 ) -> Deployment:
@@ -121,7 +128,7 @@ def write_deployment(
     server_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, addresses[0])])
     server = (
         _certificate(server_name, ca_name, server_key.public_key(), ca_key)
-        .add_extension(x509.SubjectAlternativeName([_san(a) for a in addresses]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([_san(a) for a in _certified_names(addresses)]), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(ca_key, hashes.SHA256())

@@ -80,13 +80,13 @@ def _text_features(config: RunConfig, encoder: FrozenTextEncoder, data: TaskData
         except (OSError, ValueError) as error:  # a damaged cache is rebuilt, never trusted
             logger.warning("text-feature cache %s is unreadable (%s); recomputing it", folder, error)
     logger.info("computing %s text features of %d samples", encoder.name, len(data.train) + len(data.test))
-    train, test = _encode_per_sample(encoder, data.train.texts), _encode_per_sample(encoder, data.test.texts)
+    train, test = encode_per_sample(encoder, data.train.texts), encode_per_sample(encoder, data.test.texts)
     if folder is not None:
         _save_atomically(encoder.identity, {"train": train, "test": test}, folder)
     return train, test
 
 
-def _encode_per_sample(encoder: FrozenTextEncoder, texts: list[tuple[str, ...]]) -> torch.Tensor:
+def encode_per_sample(encoder: FrozenTextEncoder, texts: list[tuple[str, ...]]) -> torch.Tensor:
     """Features [samples, texts per sample, width]: every text of every sample, encoded once."""
     features = encoder.encode([text for sample in texts for text in sample])
     return features.reshape(len(texts), -1, features.shape[-1])

@@ -16,7 +16,6 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
-from torchvision.transforms.v2 import functional as F
 
 from tasks.audio import SAMPLE_RATE, waveform_to_fbank
 from tasks.data import Column, StepView, take
@@ -58,6 +57,8 @@ class MomentView(StepView):
 
     def _frame(self, frame: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """Crop, flip and jitter as the original's torchvision transforms (uint8 in and out)."""
+        from torchvision.transforms.v2 import functional as F  # torchvision is heavy: only video tasks need it
+
         height, width = frame.shape[-2:]
         if generator is None:
             return F.center_crop(frame, [self.crop, self.crop])

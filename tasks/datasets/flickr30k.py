@@ -19,8 +19,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import datasets
-
 from tasks.datasets import karpathy
 from tasks.download import Archive, unpack, verify
 from tasks.preprocess import DatasetError, Sample
@@ -52,6 +50,8 @@ def samples(data_dir: Path) -> dict[str, list[Sample]]:
 
 def _hf_entries(table: Path, images: Path) -> list[tuple[str, list[str], Path]]:
     """(split, captions, image) of every row of the Hugging Face copy's annotation table."""
+    import datasets  # datasets pulls pandas: only this fallback reader needs it, not every run that parses a config
+
     try:
         rows = datasets.load_dataset("csv", data_files=str(table), split="train")
         return [(row["split"], json.loads(row["raw"]), images / row["filename"]) for row in rows]

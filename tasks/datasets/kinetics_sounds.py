@@ -25,6 +25,7 @@ differs from the paper's.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -45,6 +46,7 @@ REPLACEMENTS = Path("replacement") / "replacement_for_corrupted_k400"
 LIST_FILE = Path(__file__).parent / "assets" / "kinetics_sounds.json"
 LISTED_MISSING = 5
 YOUTUBE_ID_LENGTH = 11
+NUM_CLASSES = 30  # the classes of LIST_FILE
 
 
 @dataclass(frozen=True)
@@ -60,18 +62,36 @@ class ListedVideo:
         return self.path.split("/", 1)[1]
 
 
+@functools.cache
 def _read_list() -> tuple[tuple[str, ...], tuple[ListedVideo, ...]]:
+    """The class folders (by label id) and the paper's videos. Read on first use, not at import: every process
+    that parses a run config imports this module, and decoding the 1 MB list there costs ~0.2 s (mostly garbage
+    collections over the libraries loaded by then)."""
     listed = json.loads(LIST_FILE.read_text(encoding="utf-8"))
     return tuple(listed["classes"]), tuple(ListedVideo(*entry) for entry in listed["samples"])
 
 
-CLASS_FOLDERS, LISTED = _read_list()
-CLASSES = tuple(folder.replace("_", " ") for folder in CLASS_FOLDERS)  # Kinetics labels, by label id
+@functools.cache
+def _classes() -> tuple[str, ...]:
+    """The Kinetics labels, by label id."""
+    return tuple(folder.replace("_", " ") for folder in _read_list()[0])
+
+
+def __getattr__(name: str) -> tuple:
+    """`CLASS_FOLDERS`, `CLASSES` and `LISTED`, read from the list on first use (`_read_list`)."""
+    if name == "CLASS_FOLDERS":
+        return _read_list()[0]
+    if name == "CLASSES":
+        return _classes()
+    if name == "LISTED":
+        return _read_list()[1]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 SPEC = frame_and_audio_spec(
     "kinetics-sounds",
     "Kinetics-Sounds (30 Kinetics-400 classes): video frame + audio, classification (late fusion)",
-    len(CLASSES),
+    NUM_CLASSES,
 )
 
 
@@ -92,7 +112,7 @@ def _source(k400: Path, video: ListedVideo, replacements: dict[str, Path]) -> Pa
     """The downloaded file of a listed video; a replacement wins over the broken download of the same id."""
     if video.name[:YOUTUBE_ID_LENGTH] in replacements:
         return replacements[video.name[:YOUTUBE_ID_LENGTH]]
-    candidates = (video.name, f"{CLASSES[video.label]}/{video.name}", video.path)  # flat, or arranged by class
+    candidates = (video.name, f"{_classes()[video.label]}/{video.name}", video.path)  # flat, or arranged by class
     return next((k400 / "train" / c for c in candidates if (k400 / "train" / c).is_file()), None)
 
 
@@ -115,7 +135,7 @@ def arrange(k400: Path, data_dir: Path) -> Arranged:
         )
     replacements = {path.name[:YOUTUBE_ID_LENGTH]: path for path in (k400 / REPLACEMENTS).glob("*.mp4")}
     report = Arranged()
-    for video in tqdm(LISTED, desc="arranging kinetics-sounds", unit="video", mininterval=2):
+    for video in tqdm(_read_list()[1], desc="arranging kinetics-sounds", unit="video", mininterval=2):
         source = _source(k400, video, replacements)
         if source is None:
             report.missing.append(str(k400 / "train" / video.name))
@@ -127,23 +147,23 @@ def arrange(k400: Path, data_dir: Path) -> Arranged:
 
 
 def samples(data_dir: Path) -> dict[str, list[Sample]]:
-    root = data_dir / FOLDER
-    present = [video for video in LISTED if (root / video.path).is_file()]
+    root, listed = data_dir / FOLDER, _read_list()[1]
+    present = [video for video in listed if (root / video.path).is_file()]
     if not present and (data_dir / K400 / "train").is_dir():
         logger.info("Kinetics-Sounds: copying the listed videos out of %s, once", data_dir / K400)
         _log_missing(arrange(data_dir / K400, data_dir))
-        present = [video for video in LISTED if (root / video.path).is_file()]
+        present = [video for video in listed if (root / video.path).is_file()]
     if not present:
         raise DatasetError(
             f"Kinetics-Sounds: no listed video is in {root}; download Kinetics-400 with {K400_DOWNLOADER} into "
             f"{data_dir / K400} (a run then copies the videos by itself), or run `{arrange_command(data_dir)}`"
         )
-    if len(present) < len(LISTED):
+    if len(present) < len(listed):
         logger.warning(
             "Kinetics-Sounds: %d of the paper's %d videos are not in %s, so the split differs from the paper's; "
             "`%s` lists them",
-            len(LISTED) - len(present),
-            len(LISTED),
+            len(listed) - len(present),
+            len(listed),
             root,
             arrange_command(data_dir),
         )
