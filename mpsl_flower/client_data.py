@@ -7,6 +7,7 @@ import functools
 import torch
 
 from mpsl_flower.config import RunConfig
+from mpsl_flower.device_data import check_partition_id
 from mpsl_flower.model_inputs import load_inputs
 from tasks.data import SplitData
 from tasks.partitioning import partition_rows
@@ -22,10 +23,7 @@ def _all_partition_rows(config: RunConfig, num_partitions: int) -> list[list[int
 
 def client_partition(config: RunConfig, partition_id: int, num_partitions: int) -> SplitData:
     """Training samples of partition `partition_id` of `num_partitions`; same config, same rows."""
-    if not 0 <= partition_id < num_partitions:
-        raise ValueError(
-            f"partition-id={partition_id} is outside 0..{num_partitions - 1} (num-partitions={num_partitions})"
-        )
+    check_partition_id(partition_id, num_partitions)
     return _partition(config, num_partitions, partition_id)
 
 

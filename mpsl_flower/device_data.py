@@ -56,10 +56,7 @@ def device_partition(
 ) -> SplitData:
     """This device's training samples (`own_data_dir`: all of its own files'), from its partition folder,
     which the first call builds."""
-    if not 0 <= partition_id < num_partitions:
-        raise ValueError(
-            f"partition-id={partition_id} is outside 0..{num_partitions - 1} (num-partitions={num_partitions})"
-        )
+    check_partition_id(partition_id, num_partitions)
     folder = partition_folder(config, partition_id, num_partitions, own_data_dir)
     if (folder / MANIFEST).is_file():
         try:
@@ -69,6 +66,14 @@ def device_partition(
     logger.info("partition %d of %d: building its data in %s", partition_id, num_partitions, folder)
     _save(_build(config, partition_id, num_partitions, own_data_dir), folder)
     return _load(folder, config)
+
+
+def check_partition_id(partition_id: int, num_partitions: int) -> None:
+    """Refuse a partition id outside the node config's `num-partitions`, naming both."""
+    if not 0 <= partition_id < num_partitions:
+        raise ValueError(
+            f"partition-id={partition_id} is outside 0..{num_partitions - 1} (num-partitions={num_partitions})"
+        )
 
 
 def partition_folder(config: RunConfig, partition_id: int, num_partitions: int, own_data_dir: Path | None) -> Path:

@@ -117,3 +117,10 @@ def test_a_supernode_without_its_partition_in_the_node_config_is_told_how_to_sta
     context = _node_context({}, {wire.PARTITION_ID: 0})
     with pytest.raises(ValueError, match="--node-config 'partition-id=<i> num-partitions=<n>'"):
         client_handlers._partition(context, parse_run_config({}))
+
+
+def test_a_partition_id_outside_num_partitions_is_refused_before_anything_is_built(tmp_path):
+    config = parse_run_config({"pre-processors-cache-dir": str(tmp_path / "cache")})
+    with pytest.raises(ValueError, match=r"partition-id=3 is outside 0\.\.2 \(num-partitions=3\)"):
+        device_partition(config, 3, NUM_PARTITIONS)
+    assert not (tmp_path / "cache").exists()
