@@ -8,6 +8,7 @@ one bad client never stops the others.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -18,6 +19,7 @@ from flwr.serverapp import Grid
 from mpsl_flower.wire import payload_bytes
 
 FIRST_POLL_S, MAX_POLL_S = 0.001, 0.02
+ANSI_CODES = re.compile(r"\x1b\[[0-9;]*m")  # terminal colours, as Ray writes its tracebacks
 NO_REPLY = "no reply within"  # how every failure reason of a silent node starts
 EXPIRED = (ErrorCode.MESSAGE_UNAVAILABLE, ErrorCode.REPLY_MESSAGE_UNAVAILABLE)  # the SuperLink's "TTL ran out"
 
@@ -59,7 +61,7 @@ def exchange(
             if reply.has_error() and reply.error.code in EXPIRED:
                 result.failures[node] = f"{NO_REPLY} {timeout_s:g} s (the SuperLink: message unavailable)"
             elif reply.has_error():
-                result.failures[node] = f"client error: {reply.error.reason}"
+                result.failures[node] = f"client error: {_one_line(reply.error.reason)}"
             else:
                 result.replies[node] = reply.content
                 result.bytes_up += payload_bytes(reply.content)
@@ -70,3 +72,10 @@ def exchange(
     for node in waiting.values():
         result.failures[node] = f"{NO_REPLY} {timeout_s:g} s"
     return result
+
+
+def _one_line(reason: str) -> str:
+    """A client error's reason as one line: its last, where a traceback names the exception. In simulation the
+    reason is Ray's whole traceback, in colour; Flower logs it in full, the drop line needs only what failed."""
+    lines = [line.strip() for line in ANSI_CODES.sub("", reason).splitlines() if line.strip()]
+    return lines[-1] if lines else reason

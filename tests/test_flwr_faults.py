@@ -3,7 +3,7 @@
 A copy of the app runs with `faulty_client_app.py` as its ClientApp: four of the ten simulated
 SuperNodes fail one MPSL message each, one fault of each kind, at a known step of the one epoch:
 
-  partition 0  train.forward    step 1  raises                  -> "client error: ... InjectedCrash ..."
+  partition 0  train.forward    step 1  raises                  -> "client error: ... injected crash at ..."
   partition 1  train.forward    step 2  smashed all NaN         -> "smashed: ... contains NaN or Inf"
   partition 2  train.loss_grad  step 3  logit_grad 1 row short  -> "logit grad: array ... expected ..."
   partition 5  train.forward    step 5  sleeps past the timeout -> "no reply within 20 s"
@@ -51,8 +51,8 @@ FAULTS = [
 ]
 HANG = FAULTS[3]
 REASONS = {  # what the drop line of each fault says after "dropped: "
-    # Flower's reason: in simulation the Ray task error with the ClientApp's traceback, over many lines
-    "crash": r"client error: .*",
+    # Flower's reason (in simulation Ray's whole traceback) cut to its last line, the exception's message
+    "crash": r"client error: .*injected crash at partition 0 train\.forward epoch 0 step 1\W*",
     "nan": r"smashed: array '\w+' contains NaN or Inf \(at float32\)",
     "shape": r"logit grad: array 'logit_grad' is float32 \(49, \d+\), expected float32 \(50, \d+\) \(float32\)",
     "hang": rf"no reply within {TIMEOUT_S} s( \(the SuperLink: message unavailable\))?",  # the latter: TTL ran out
@@ -103,8 +103,9 @@ def test_faulty_clients_are_dropped_logged_and_counted_and_a_hang_costs_one_time
     for fault in FAULTS:
         index, epoch, reason = found[fault["partition"], fault["step"]]
         assert epoch == "1" and re.fullmatch(REASONS[fault["fault"]], reason), (fault, reason)
-    crash = _record_at(run.lines, found[FAULTS[0]["partition"], FAULTS[0]["step"]][0])
-    assert "InjectedCrash" in crash and "injected crash at partition 0 train.forward epoch 0 step 1" in crash, crash
+    crash_index = found[FAULTS[0]["partition"], FAULTS[0]["step"]][0]
+    assert _record_at(run.lines, crash_index) == run.lines[crash_index][1]  # the drop is one line; the traceback
+    assert any("InjectedCrash" in line for _, line in run.lines[:crash_index]), diagnostics  # is Flower's, above
 
     (record,) = read_metrics(folder)
     assert record["dropped_client_steps"] == len(FAULTS), (record, diagnostics)
@@ -125,9 +126,17 @@ def test_faulty_clients_are_dropped_logged_and_counted_and_a_hang_costs_one_time
     assert "StaleMessage: message at (epoch, step, phase) (0, 5, 0) arrived after" in run.stream, diagnostics
 
 
+RAY_REASON = (
+    "<class 'ray.exceptions.RayTaskError(ClientAppException)'>:<'\x1b[36mray::ClientAppActor.run()\x1b[39m "
+    '(pid=7)\n  File "client_app.py", line 9, in run\n    raise InjectedCrash(what)\n\n'
+    "Exception ClientAppException occurred. Message: injected crash'>"
+)
+
+
 class _Link:
     """The push and pull a strategy sees of a SuperLink whose node 1 answers, node 2's ClientApp raises,
-    and node 3's message has expired unanswered (the SuperLink then answers "Message Unavailable")."""
+    node 3's message has expired unanswered (the SuperLink then answers "Message Unavailable"), and node 4's
+    ClientApp raises in a simulation (Ray's coloured traceback)."""
 
     def __init__(self) -> None:
         self.pushed: dict[str, Message] = {}
@@ -143,16 +152,19 @@ class _Link:
             1: RecordDict(),
             2: Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason="<class 'ValueError'>:<'boom'>"),
             3: Error(code=ErrorCode.MESSAGE_UNAVAILABLE, reason="Error: Message Unavailable - ... expired ..."),
+            4: Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=RAY_REASON),
         }
         return [Message(answers[self.pushed[i].metadata.dst_node_id], reply_to=self.pushed[i]) for i in message_ids]
 
 
-def test_an_expired_message_is_the_clients_silence_not_a_client_error(monkeypatch):
+def test_an_expired_message_is_the_clients_silence_and_a_client_error_one_line(monkeypatch):
     for name, value in (("_run_id", 1), ("_node_id", SUPERLINK_NODE_ID), ("_task_id", 1)):  # as a ServerApp's
         monkeypatch.setattr(TaskIdentity, name, value)
-    result = exchange(_Link(), {1: RecordDict(), 2: RecordDict(), 3: RecordDict()}, "train.forward", timeout_s=5)
+    contents = {node: RecordDict() for node in (1, 2, 3, 4)}
+    result = exchange(_Link(), contents, "train.forward", timeout_s=5)
     assert list(result.replies) == [1]
     assert result.failures == {
         2: "client error: <class 'ValueError'>:<'boom'>",
         3: "no reply within 5 s (the SuperLink: message unavailable)",
+        4: "client error: Exception ClientAppException occurred. Message: injected crash'>",  # its last line
     }
