@@ -69,11 +69,12 @@ def load_task_data(
     embedded tasks are generated from `seed`."""
     if name in EMBEDDED:
         return embedded.generate(name, seed)
-    splits = listed_samples(name, data_dir)
-    if cache_dir is None:
+    _require_data_dir(name, data_dir)
+    if cache_dir is None:  # before reading (or downloading) anything
         raise DatasetError(
             f"dataset={name!r} is decoded into pre-processors-cache-dir: set it to a folder with free space"
         )
+    splits = listed_samples(name, data_dir)
     task = task or REAL_DATASETS[name].SPEC
     return TaskData(*(build_split(task, splits[split], cache_dir, split) for split in ("train", "test")))
 
@@ -81,13 +82,16 @@ def load_task_data(
 def listed_samples(name: str, data_dir: Path | None) -> dict[str, list]:
     """The samples a real dataset's annotation lists name per split (`tasks.preprocess.Sample`: files, texts,
     label), nothing decoded: a device picks its own from them."""
-    module = REAL_DATASETS[name]
+    return _samples_downloading_once(REAL_DATASETS[name], _require_data_dir(name, data_dir))
+
+
+def _require_data_dir(name: str, data_dir: Path | None) -> Path:
     if data_dir is None:
         raise DatasetError(
-            f"dataset={name!r} is read from disk: set torch-data-dir to the folder that holds {module.FOLDER}/ "
-            f"(README, 'Datasets')"
+            f"dataset={name!r} is read from disk: set torch-data-dir to the folder that holds "
+            f"{REAL_DATASETS[name].FOLDER}/ (README, 'Datasets')"
         )
-    return _samples_downloading_once(module, Path(data_dir))
+    return Path(data_dir)
 
 
 def _samples_downloading_once(module, data_dir: Path) -> dict:
