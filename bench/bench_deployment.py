@@ -2,7 +2,7 @@
 
     python bench/bench_deployment.py [--devices 3] [--batch-size 150]
 
-Starts the README's secure federation on loopback (`mpsl_flower.deployment`: a SuperLink with TLS
+Starts the README's secure federation on loopback (`mpsl_flower.tools.deployment`: a SuperLink with TLS
 and SuperNode authentication, one SuperNode process per device), then `flwr run`s a copy of the
 app whose ServerApp is `bench/deployment_serverapp.py`: on the same nodes of the same run it
 times Flower's floor (two round trips of empty `query.ping` messages) and then MPSL steps on the
@@ -30,7 +30,7 @@ import time
 import uuid
 from pathlib import Path
 
-from mpsl_flower.deployment import federation_entry, wait_for_superlink, write_deployment
+from mpsl_flower.tools.deployment import federation_entry, wait_for_superlink, write_deployment
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -164,7 +164,7 @@ def main() -> None:
     except Exception:
         print(f"logs kept in {work}")
         raise
-    modules = ("flwr.clientapp", "mpsl_flower.client_app", "torch", "mpsl_flower.client_handlers")
+    modules = ("flwr.clientapp", "mpsl_flower.app.client_app", "torch", "mpsl_flower.app.client_handlers")
     print(report(figures, {module: import_seconds(module) for module in modules}))
     shutil.rmtree(work, ignore_errors=True)
 

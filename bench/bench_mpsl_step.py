@@ -2,7 +2,7 @@
 
 Runs the same MPSL epoch on the embedded task (default run config of pyproject.toml) (a) with
 every client in this process (`InProcessRunner`: no Flower, no Ray) and (b) under Flower's
-Simulation Engine with one SuperNode per client (`mpsl_flower.simulation.simulate`). In (b)
+Simulation Engine with one SuperNode per client (`mpsl_flower.app.simulation.simulate`). In (b)
 the bench's ServerApp first measures Flower's floor on the same nodes: two round trips with an
 empty payload (`query.ping`), which is what one MPSL step would cost if nobody computed
 anything; then it runs `MpslStrategy`; then it measures the floor again, now that every
@@ -37,11 +37,11 @@ from flwr.serverapp import Grid, ServerApp
 import strategies.exchange
 import strategies.mpsl
 from mpsl_flower import wire
+from mpsl_flower.app.server_app import start
+from mpsl_flower.app.simulation import APP_DIR, DEFAULT_CLIENT_RESOURCES, simulate
 from mpsl_flower.config import parse_run_config
-from mpsl_flower.model_inputs import load_inputs
-from mpsl_flower.server_app import start
-from mpsl_flower.simulation import APP_DIR, DEFAULT_CLIENT_RESOURCES, simulate
-from mpsl_flower.split.build import resolve_device
+from mpsl_flower.models.factory import resolve_device
+from mpsl_flower.split.model_inputs import load_inputs
 from mpsl_flower.split.runner import InProcessRunner
 from mpsl_flower.split.schedule import num_batches
 from mpsl_flower.wire import payload_bytes

@@ -29,7 +29,7 @@ import torch
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from mpsl_flower.models.encoder import ENCODER_SIZES
+from mpsl_flower.config import ENCODER_SIZES
 from mpsl_flower.models.server_model import ServerModel
 from mpsl_flower.split.server_side import ServerSide
 from tasks.spec import EARLY_FUSION, FUSED_STREAM, TaskSpec, TextInput

@@ -5,7 +5,7 @@
 Runs MPSL on each embedded task in both modes through Flower's Simulation Engine (real
 ClientApps on Ray), with `label-attack-report=true`, and prints a Markdown table (the README's):
 the final test accuracy, and the label-inference scores of the first and the last epoch
-(`mpsl_flower.label_attacks`) against the majority-class rate.
+(`mpsl_flower.measure.label_attacks`) against the majority-class rate.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import argparse
 import logging
 import tempfile
 
+from mpsl_flower.app.simulation import simulate
 from mpsl_flower.config import LABEL_PRIVACY_MODES
-from mpsl_flower.results import complete_runs, read_metrics
-from mpsl_flower.simulation import simulate
+from mpsl_flower.runs.readers import complete_runs, read_metrics
 from tasks.registry import EMBEDDED
 
 

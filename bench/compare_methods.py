@@ -15,11 +15,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from mpsl_flower.accounting import CLIENT, analytic_parts, method_costs
+from mpsl_flower.app.server_app import train
+from mpsl_flower.app.simulation import simulate
 from mpsl_flower.config import RunConfig, parse_run_config
-from mpsl_flower.results import read_metrics
-from mpsl_flower.server_app import train
-from mpsl_flower.simulation import simulate
+from mpsl_flower.measure.accounting import CLIENT, analytic_parts, method_costs
+from mpsl_flower.runs.readers import read_metrics
 
 METHODS = ("mpsl", "fedavg", "fedclip", "centralized")
 

@@ -13,8 +13,8 @@ import argparse
 import logging
 
 from mpsl_flower.config import ACTIVATION_PRECISIONS, parse_run_config
-from mpsl_flower.model_inputs import load_inputs
-from mpsl_flower.split.build import resolve_device
+from mpsl_flower.models.factory import resolve_device
+from mpsl_flower.split.model_inputs import load_inputs
 from mpsl_flower.split.runner import InProcessRunner
 
 

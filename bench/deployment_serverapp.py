@@ -20,7 +20,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from mpsl_flower import wire
 from mpsl_flower.config import parse_run_config
-from mpsl_flower.split.epoch import EpochTally
+from mpsl_flower.runs.record import EpochTally
 from strategies.discovery import discover_clients
 from strategies.exchange import exchange
 from strategies.mpsl import MpslStrategy

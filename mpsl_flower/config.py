@@ -3,6 +3,11 @@
 Key names mirror the options of the original MPSL scripts (`--batch_size` becomes
 `batch-size`), so users of that code find their settings. Every bad value stops the run
 before training with one message that names the key, the allowed values and the fix.
+
+This module is the ground the rest of `mpsl_flower` stands on: it imports nothing from it.
+What the checks need to know of the model (encoder sizes, server precisions) is declared
+here as data, and so are the facts about keys (which shape the saved model, which a resumed
+run may change) and the properties derived from them (`head_on_client`).
 """
 
 from __future__ import annotations
@@ -14,19 +19,41 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mpsl_flower.models.encoder import ENCODER_SIZES
-from mpsl_flower.models.weight_files import OPEN_CLIP_FILES
-from mpsl_flower.split.server_side import SERVER_PRECISIONS
 from tasks.registry import AUDIO_TIME_DIMENSIONS, DEFAULT_AUDIO_TIME, DEFAULT_FUSION, TASKS, configured_task
 from tasks.spec import RETRIEVAL, TaskSpec
 
+
+@dataclass(frozen=True)
+class EncoderSize:
+    """Width, depth and heads of an encoder, the patch size of its image tokenizer, and the OpenCLIP LAION
+    checkpoint of the same shape (its Hugging Face repository; empty when there is none)."""
+
+    dim: int
+    depth: int
+    heads: int
+    patch: int
+    open_clip: str = ""
+
+
+ENCODER_SIZES: dict[str, EncoderSize] = {
+    # Small enough that the embedded default task trains in minutes on a 2-core CPU.
+    "tiny-default": EncoderSize(dim=96, depth=4, heads=4, patch=8),
+    "vit-ti16": EncoderSize(dim=192, depth=12, heads=3, patch=16),
+    "vit-s16": EncoderSize(dim=384, depth=12, heads=6, patch=16),
+    # Meta-Transformer base: the paper's model.
+    "vit-b16": EncoderSize(dim=768, depth=12, heads=12, patch=16, open_clip="CLIP-ViT-B-16-laion2B-s34B-b88K"),
+    # Meta-Transformer large.
+    "vit-l14": EncoderSize(dim=1024, depth=24, heads=16, patch=14, open_clip="CLIP-ViT-L-14-laion2B-s32B-b82K"),
+    "vit-h14": EncoderSize(dim=1280, depth=32, heads=16, patch=14, open_clip="CLIP-ViT-H-14-laion2B-s32B-b79K"),
+}
+SERVER_PRECISIONS = ("fp32", "bf16")  # MPSL's server step: fp32, or bf16 autocast (`split.server_side`)
 METHODS = ("mpsl", "fedavg", "fedclip", "centralized")
 SPLIT_TYPES = ("iid", "noniid")
 DEVICES = ("auto", "cpu", "cuda")
 TEXT_ENCODERS = ("auto", "clip", "openclip", "minilm", "bag-of-words", "token-ids")
 RETRIEVAL_SCORINGS = ("dot", "cosine")
 AUDIO_TOKENIZERS = ("original", "ast")
-ACTIVATION_PRECISIONS = ("float32", "float16", "bfloat16", "int8")  # encoded in mpsl_flower.wire
+ACTIVATION_PRECISIONS = ("float32", "float16", "bfloat16", "int8")  # coded by mpsl_flower.split.precision
 LABEL_PRIVACY_MODES = ("none", "u-shaped")  # u-shaped: the task head and the loss stay on the clients
 # The original's `--trainable_params_key` choices: which tokenizers train besides the head ("default": all).
 TRAINABLE_PARAMS_KEYS = (
@@ -39,6 +66,26 @@ TRAINABLE_PARAMS_KEYS = (
 DATASET_ALIASES = {"t4sa": "b-t4sa", "coco-retrieval": "mscoco"}  # the original scripts' names
 MINILM_WIDTH = 384
 CLIP_TEXT_WIDTH = 512  # OpenAI CLIP ViT-B/16's text feature
+# The keys that shape a saved model's tensors (the rest shape training, not the model): a model loads
+# only with a config that agrees with its own on these (`runs.saved_model`).
+MODEL_KEYS = (
+    "dataset",
+    "encoder-size",
+    "fusion-type",
+    "audio-time-dimension",
+    "audio-tokenizer",
+    "text-encoder",
+    "use-pre-layer-norm",
+    "use-post-layer-norm",
+    "use-adapter-approach",
+    "include-image-adapter",
+    "include-text-adapter",
+    "include-audio-adapter",
+    "include-unified-adapter",
+    "label-privacy",
+)
+# What a resumed run may set differently: where it runs, how long it waits, how far it trains (`runs.resume`).
+RESUMABLE_CHANGES = ("resume-from", "nr-of-epochs", "step-timeout-s", "device")
 DEFAULT_OUTPUT_DIR = "~/mpsl-flower-results"
 DEFAULT_CACHE_DIR = "~/.cache/mpsl-flower"
 
@@ -125,6 +172,12 @@ class RunConfig:
     def to_flower(self) -> dict[str, bool | float | int | str]:
         """The config as `[tool.flwr.app.config]` keys, e.g. for results files and overrides."""
         return {f.metadata["key"]: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @property
+    def head_on_client(self) -> bool:
+        """`label-privacy='u-shaped'`: the task head and the loss stay on the clients; the server's output is the
+        pooled features, not logits."""
+        return self.label_privacy == "u-shaped"
 
     @property
     def adapter_modalities(self) -> dict[str, bool]:
@@ -287,10 +340,11 @@ def _check_text_encoder(config: RunConfig) -> None:
             f"text-encoder='clip' gives {CLIP_TEXT_WIDTH}-d features, wider than encoder-size="
             f"{config.encoder_size!r} ({width}); set text-encoder='minilm', 'bag-of-words' or 'auto'"
         )
-    if config.text_encoder == "openclip" and config.encoder_size not in OPEN_CLIP_FILES:
+    if config.text_encoder == "openclip" and not ENCODER_SIZES[config.encoder_size].open_clip:
+        with_open_clip = [name for name, size in ENCODER_SIZES.items() if size.open_clip]
         raise ConfigError(
             f"text-encoder='openclip' needs an OpenCLIP checkpoint, which exists for encoder-size "
-            f"{', '.join(OPEN_CLIP_FILES)} only; set text-encoder='auto'"
+            f"{', '.join(with_open_clip)} only; set text-encoder='auto'"
         )
     if config.text_encoder == "minilm" and width < MINILM_WIDTH:
         raise ConfigError(

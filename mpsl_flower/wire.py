@@ -1,8 +1,14 @@
 """Everything that crosses the wire between the ServerApp and its clients, for every method.
 
 The ClientApp and every strategy import these names; no other module spells a message type or
-a record key. Tensors travel as float32 numpy arrays in `ArrayRecord`s (Flower cannot carry
-bfloat16); labels never appear in any message.
+a record key. Weights travel as float32 numpy arrays in `ArrayRecord`s; activations, logits and
+their gradients at `activation-precision` (float32, float16, bfloat16 as its 16 raw bits, or
+int8 with a float32 scale per row: `split.precision` codes them). Labels never appear in any
+message.
+
+This module imports no torch: the ClientApp module registers its handlers with the message
+types alone, so that a message Flower answers itself (`query.ping`) costs no torch import.
+The functions that convert tensors import it (and the codec) when first called.
 
 MPSL: one step costs two round trips per client:
   train.forward    server -> client: STEP (+ CUT_GRAD of the client's previous step,
@@ -28,23 +34,28 @@ Every method:
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from flwr.app import Array, ArrayRecord, RecordDict
 from flwr.common.serde import recorddict_to_proto
 
-from mpsl_flower.message_types import (  # noqa: F401 - re-exported: callers spell message types wire.X
-    END_EPOCH,
-    FEDAVG_TRAIN,
-    FORWARD,
-    LOSS_GRAD,
-    PARTITION_INFO,
-    PING,
-    action,
-)
-from mpsl_flower.split import precision as precision_codec
-from mpsl_flower.split.precision import ENCODED_DTYPES, SCALE_SUFFIX
+if TYPE_CHECKING:
+    import torch
+
+# ---- message types, and the ClientApp handler of each ---------------------------------------
+FORWARD = "train.forward"
+LOSS_GRAD = "train.loss_grad"
+END_EPOCH = "train.end_epoch"
+FEDAVG_TRAIN = "train"  # Flower's FedAvg sends plain `train` messages
+PARTITION_INFO = "query.partition_info"
+PING = "query.ping"
+
+
+def action(message_type: str) -> str:
+    """The ClientApp handler's name for a message type: `train.forward` -> `forward`."""
+    return message_type.split(".", 1)[1]
+
 
 # ---- record keys: MPSL --------------------------------------------------------------------
 STEP = "step"  # ConfigRecord: EPOCH, STEP_INDEX, CLIENT_BATCH_SIZE (+ TOTAL_BATCH for LOSS_GRAD)
@@ -89,7 +100,7 @@ INFO_METRICS = (PARTITION_ID, NUM_PARTITIONS, NUM_EXAMPLES)
 # ---- what a node keeps in its `context.state` (never sent) --------------------------------
 STATE_PROGRESS = "mpsl.progress"  # ConfigRecord: revision, store key (+ the pending step while one is open)
 STATE_REVISION = "revision"
-STATE_STORE_KEY = "store-key"  # where the node's client state lies in its store (`mpsl_flower.client_store`)
+STATE_STORE_KEY = "store-key"  # where the node's client state lies in its store (`node.state_store`)
 STATE_RUN_KEY = "run-key"  # the run's RUN_KEY, kept so every handler finds the run's folder
 STATE_POSITION = "position"  # (epoch, step, phase) of the last message this state handled
 STATE_FEDAVG_OPTIMIZER = "fedavg.optimizer"  # ArrayRecord: this client's Adam state across rounds
@@ -98,16 +109,18 @@ WIRE_DTYPE = np.float32
 
 
 def tensors_to_record(tensors: dict[str, torch.Tensor | np.ndarray]) -> ArrayRecord:
-    """Pack named tensors as float32 arrays."""
+    """Pack named tensors (or numpy arrays) as float32 arrays."""
     arrays = {}
     for name, value in tensors.items():
-        array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+        array = value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
         arrays[name] = Array(np.ascontiguousarray(array, dtype=WIRE_DTYPE))
     return ArrayRecord(arrays)
 
 
 def record_to_tensors(record: ArrayRecord) -> dict[str, torch.Tensor]:
     """Unpack an `ArrayRecord` into CPU tensors (no dtype change: validate first)."""
+    import torch
+
     return {name: torch.from_numpy(np.array(array.numpy())) for name, array in record.items()}
 
 
@@ -117,6 +130,8 @@ def record_to_arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
 
 def encode_activations(tensors: dict[str, torch.Tensor], precision: str) -> ArrayRecord:
     """Activations or gradients packed at `activation-precision` (`split.precision` codes them)."""
+    from mpsl_flower.split import precision as precision_codec
+
     return ArrayRecord({name: Array(array) for name, array in precision_codec.encode(tensors, precision).items()})
 
 
@@ -125,6 +140,11 @@ def decode_activations(
 ) -> tuple[dict[str, torch.Tensor] | None, str | None]:
     """(float32 tensors, None) from what `encode_activations` packed, or (None, why it cannot be used):
     names, coded dtypes and shapes as `expected` and `precision` say, every value finite."""
+    import torch
+
+    from mpsl_flower.split import precision as precision_codec
+    from mpsl_flower.split.precision import ENCODED_DTYPES, SCALE_SUFFIX
+
     arrays = record_to_arrays(record)
     scaled = precision == "int8"
     names = set(expected) | ({name + SCALE_SUFFIX for name in expected} if scaled else set())
@@ -147,6 +167,8 @@ def decode_activations(
 def read_activations(record: ArrayRecord, precision: str, upcast: bool = True) -> dict[str, torch.Tensor]:
     """Float32 tensors of what `encode_activations` packed (the server's; a client trusts them);
     `upcast=False` keeps 16-bit floats as they came (`split.precision.decoded`)."""
+    from mpsl_flower.split import precision as precision_codec
+
     return precision_codec.decode(record_to_arrays(record), precision, upcast)
 
 

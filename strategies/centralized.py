@@ -2,7 +2,7 @@
 
 Same model, trainable set, global batch, optimizer, schedule, evaluation and results format as
 MPSL, on the task's whole training split. The SuperNodes stay idle; `grid` is not used, so
-`start` also runs without Flower's runtime (`python -m mpsl_flower.centralized`).
+`start` also runs without Flower's runtime (`python -m mpsl_flower.app.run_centralized`).
 """
 
 from __future__ import annotations
@@ -16,18 +16,19 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result
 
 from mpsl_flower import wire
-from mpsl_flower.client_data import label_counts
 from mpsl_flower.config import RunConfig
-from mpsl_flower.local_training import train_local_epoch
-from mpsl_flower.model_inputs import load_inputs
-from mpsl_flower.models.weights import load_trainable, trainable_arrays
-from mpsl_flower.results import RunResults, run_info
-from mpsl_flower.split.build import new_full_model
-from mpsl_flower.split.epoch import EpochTally
+from mpsl_flower.models.factory import new_full_model
+from mpsl_flower.models.trainable import load_trainable, trainable_arrays
+from mpsl_flower.node.partitions import label_counts
+from mpsl_flower.runs.record import EpochTally
+from mpsl_flower.runs.writer import RunResults
+from mpsl_flower.split.local_epoch import train_local_epoch
+from mpsl_flower.split.model_inputs import load_inputs
 from mpsl_flower.split.optimizer import epoch_lr, new_optimizer
 from strategies.epoch_report import EpochReport
 from strategies.global_model import EvaluateFn
 from strategies.loop_strategy import LoopStrategy
+from strategies.opening import write_run_facts
 
 
 class Centralized(LoopStrategy):
@@ -66,8 +67,9 @@ class Centralized(LoopStrategy):
         optimizer = new_optimizer(model, self.config.learning_rate)
         if self.results:
             counts = {0: label_counts(self.config, train.labels)}
-            info = run_info(self.config, model, {0: len(train)}, counts, self.config.batch_size, self.device)
-            self.results.write_run_info(info)
+            write_run_facts(
+                self.results, self.config, model, {0: len(train)}, counts, self.config.batch_size, self.device
+            )
         report = EpochReport("centralized", num_rounds, self.results)
         for epoch in range(num_rounds):
             tally = EpochTally()

@@ -17,11 +17,10 @@ from flwr.common import log
 from flwr.serverapp.strategy import Result
 
 from mpsl_flower.models.full_model import FullModel
-from mpsl_flower.results import RunResults
-from mpsl_flower.split.epoch import format_epoch, with_evaluation
+from mpsl_flower.runs import record as record_keys
+from mpsl_flower.runs.record import format_epoch, with_evaluation
+from mpsl_flower.runs.writer import RunResults
 from strategies.global_model import EvaluateFn
-
-CLIENT_ACCURACY, CLIENT_PARTITIONS = "client_test_accuracy", "client_test_partitions"
 
 
 class EpochReport:
@@ -48,15 +47,20 @@ class EpochReport:
         too, as the original's `--validate_only_aggregated_model False` does. `resume_state` (the
         strategy's, see `RunResults.log_epoch`) is saved with the record.
         """
-        epoch = train_record["epoch"]
+        epoch = train_record[record_keys.EPOCH]
 
         def evaluate() -> dict:
             metrics = dict(evaluate_fn(epoch, arrays) or {}) if evaluate_fn else {}
             if evaluate_fn and client_arrays:
                 partitions = sorted(client_arrays)
-                accuracies = [float(evaluate_fn(epoch, client_arrays[p])["test_accuracy"]) for p in partitions]
-                metrics |= {CLIENT_PARTITIONS: partitions, CLIENT_ACCURACY: accuracies}
-                metrics[f"{CLIENT_ACCURACY}_mean"] = statistics.fmean(accuracies)
+                accuracies = [
+                    float(evaluate_fn(epoch, client_arrays[p])[record_keys.TEST_ACCURACY]) for p in partitions
+                ]
+                metrics |= {
+                    record_keys.CLIENT_TEST_PARTITIONS: partitions,
+                    record_keys.CLIENT_TEST_ACCURACY: accuracies,
+                    record_keys.CLIENT_TEST_ACCURACY_MEAN: statistics.fmean(accuracies),
+                }
             return metrics
 
         record = with_evaluation(train_record, evaluate)
@@ -74,17 +78,9 @@ class EpochReport:
             self._keep(record)
 
     def _keep(self, record: dict) -> None:
-        """The record in the `Result`: its test metrics (and `eval_s`) apart from its training half."""
-        epoch = record["epoch"]
-        test_metrics = {key: value for key, value in record.items() if _is_test_metric(key)}
-        self.result.train_metrics_clientapp[epoch] = MetricRecord(
-            {key: value for key, value in record.items() if key not in test_metrics}
-        )
-        if set(test_metrics) - {"eval_s"}:  # `evaluate_fn` was given and returned metrics
+        """The record in the `Result`: its test half apart from its training half."""
+        epoch = record[record_keys.EPOCH]
+        test_metrics = record_keys.test_half(record)
+        self.result.train_metrics_clientapp[epoch] = MetricRecord(record_keys.training_half(record))
+        if set(test_metrics) - {record_keys.EVAL_S}:  # `evaluate_fn` was given and returned metrics
             self.result.evaluate_metrics_serverapp[epoch] = MetricRecord(test_metrics)
-
-
-def _is_test_metric(key: str) -> bool:
-    """Evaluation's keys (`test_*`, `client_test_*`, `eval_s`), told from training's by name alone, so that a
-    record read back from `metrics.jsonl` splits as the live one did."""
-    return key.startswith(("test_", "client_test_")) or key == "eval_s"

@@ -26,17 +26,17 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result
 
 from mpsl_flower import wire
-from mpsl_flower.accounting import fedavg_bytes_per_client
-from mpsl_flower.client_data import partition_label_counts
 from mpsl_flower.config import RunConfig
-from mpsl_flower.models.weights import load_trainable
-from mpsl_flower.results import RunResults, run_info
-from mpsl_flower.split.build import new_full_model
-from mpsl_flower.split.epoch import EpochTally
+from mpsl_flower.measure.accounting import fedavg_bytes_per_client
+from mpsl_flower.models.factory import new_full_model
+from mpsl_flower.models.trainable import load_trainable
+from mpsl_flower.runs.record import EpochTally
+from mpsl_flower.runs.writer import RunResults
 from mpsl_flower.split.optimizer import epoch_lr
-from strategies.discovery import ClientInfo, discover_clients
+from strategies.discovery import ClientInfo
 from strategies.epoch_report import EpochReport
 from strategies.global_model import EvaluateFn
+from strategies.opening import open_federation
 
 
 def select_partitions(partition_ids: list[int], fraction: float, seed: int, server_round: int) -> list[int]:
@@ -86,17 +86,12 @@ class FederatedAveraging(FedAvg):
         `evaluate_fn(round, arrays)` is called after each round (not before the first: the
         original evaluates trained models only).
         """
-        clients = discover_clients(grid, timeout, self.config.discovery_timeout_s)
-        self.config.check_num_clients(len(clients))
-        self.clients = {c.partition_id: c for c in clients}
-        self.partition_of = {c.node_id: c.partition_id for c in clients}
-        self.client_batch_size = self.config.client_batch_size(len(clients))
-        if self.results:
-            sizes = {c.partition_id: c.num_examples for c in clients}
-            label_counts = partition_label_counts(self.config, len(clients))
-            info = run_info(self.config, self.model, sizes, label_counts, self.client_batch_size, self.device)
-            self.results.write_run_info(info)
-        self.report = EpochReport(self.config.method, num_rounds, self.results)
+        opening = open_federation(
+            self.config.method, grid, self.config, timeout, num_rounds, self.results, self.model, self.device
+        )
+        self.clients = {c.partition_id: c for c in opening.clients}
+        self.partition_of = {c.node_id: c.partition_id for c in opening.clients}
+        self.client_batch_size, self.report = opening.client_batch_size, opening.report
 
         def close_round(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
             return None if server_round == 0 else self._close_round(server_round, arrays, evaluate_fn)

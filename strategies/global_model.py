@@ -15,8 +15,8 @@ from flwr.app import ArrayRecord, MetricRecord
 
 from mpsl_flower import wire
 from mpsl_flower.config import RunConfig
-from mpsl_flower.models.weights import load_trainable, trainable_arrays
-from mpsl_flower.split.build import new_full_model
+from mpsl_flower.models.factory import new_full_model
+from mpsl_flower.models.trainable import load_trainable, trainable_arrays
 from mpsl_flower.split.evaluation import evaluate, evaluation_draws
 from tasks.data import SplitData
 

@@ -8,9 +8,9 @@ malformed arrays is dropped from that step with a logged reason; the rest carry 
 
 With `label-privacy='u-shaped'` the server sends pooled features instead of logits and gets
 dL/dfeatures back: the head and the loss stay with the clients. With `label-attack-report`
-the server runs the label-inference attacks of `mpsl_flower.label_attacks` on the gradients it
-received and adds their scores to each epoch's record. After every epoch it keeps a resume
-state in the results folder; a run started with `resume-from` continues from it.
+the server attacks the labels in a sample of the gradients it received (`gradient_sample`)
+and adds the scores to each epoch's record. After every epoch it keeps a resume state in the
+results folder (`mpsl_resume`); a run started with `resume-from` continues from it.
 """
 
 from __future__ import annotations
@@ -27,25 +27,26 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result
 
 from mpsl_flower import wire
-from mpsl_flower.accounting import mpsl_bytes_per_sample
-from mpsl_flower.client_data import client_partition, partition_label_counts
-from mpsl_flower.config import ConfigError, RunConfig
-from mpsl_flower.label_attacks import attack_report
+from mpsl_flower.config import RunConfig
+from mpsl_flower.measure.accounting import mpsl_bytes_per_sample
+from mpsl_flower.models.factory import new_client_model
 from mpsl_flower.models.full_model import FullModel
-from mpsl_flower.models.weights import load_trainable, trainable_arrays
-from mpsl_flower.results import RunResults, run_info
-from mpsl_flower.split.build import new_client_model, new_server_side
-from mpsl_flower.split.epoch import EpochTally, averaged_client_model
+from mpsl_flower.models.trainable import load_trainable, trainable_arrays
+from mpsl_flower.runs.record import EpochTally
+from mpsl_flower.runs.writer import RunResults
+from mpsl_flower.split.aggregation import averaged_client_model
 from mpsl_flower.split.optimizer import epoch_lr
-from mpsl_flower.split.schedule import num_batches, step_batch, steps_per_epoch
-from strategies.discovery import ClientInfo, discover_clients
-from strategies.epoch_report import EpochReport
+from mpsl_flower.split.schedule import num_batches, steps_per_epoch
+from mpsl_flower.split.server_side import new_server_side
+from strategies.discovery import ClientInfo
 from strategies.exchange import Exchange, exchange
 from strategies.global_model import EvaluateFn
+from strategies.gradient_sample import GradientSample
 from strategies.loop_strategy import LoopStrategy
+from strategies.mpsl_resume import restore, resume_state
+from strategies.opening import open_federation
 
 CLIENT_PREFIX, SERVER_PREFIX = "client.", "server."  # FullModel's names for the two halves
-ATTACK_SAMPLES_PER_EPOCH = 5000  # gradient rows kept per epoch for `label-attack-report` (bounds memory)
 
 
 class MpslStrategy(LoopStrategy):
@@ -71,7 +72,7 @@ class MpslStrategy(LoopStrategy):
         self.pending_cut_grads: dict[int, tuple[dict[str, torch.Tensor], int, int]] = {}
         self.run_key = results.run_key if results else uuid.uuid4().hex
         self.resumed_after = 0  # epochs finished before this start (resume-from)
-        self.observed_grads: list[tuple[int, int, int, torch.Tensor]] = []  # (partition, epoch, step, rows)
+        self.gradient_sample = GradientSample(config)
 
     # ---- run ----------------------------------------------------------------------------
 
@@ -99,21 +100,25 @@ class MpslStrategy(LoopStrategy):
         self._load_initial_arrays(initial_arrays)
         log(INFO, "Starting %s strategy:", type(self).__name__)
         self.summary()
-        clients = discover_clients(grid, timeout, self.config.discovery_timeout_s)
-        self.config.check_num_clients(len(clients))
-        m = self.config.client_batch_size(len(clients))
+        resumed = self.results.resumed if self.results else None
+        opening = open_federation(
+            "MPSL",
+            grid,
+            self.config,
+            timeout,
+            num_rounds,
+            self.results,
+            FullModel(self.template, self.server.model),
+            self.server.device,
+            expected_clients=resumed.get("num_clients", 0) if resumed else None,
+        )
+        clients, m, report = opening.clients, opening.client_batch_size, opening.report
         steps = steps_per_epoch([c.num_examples for c in clients], m)
         log(INFO, "[MPSL] %d clients, %d samples/client/step, %d steps/epoch", len(clients), m, steps)
-        report = EpochReport("MPSL", num_rounds, self.results)
-        if self.results and self.results.resumed:
-            self._restore(self.results.resumed, len(clients))
+        if resumed:
+            self.run_key, self.resumed_after = restore(self.server, resumed)
             report.replay(self.results.records)
             log(INFO, "[MPSL] resuming %s after epoch %d", self.results.folder, self.resumed_after)
-        if self.results:
-            sizes = {c.partition_id: c.num_examples for c in clients}
-            label_counts = partition_label_counts(self.config, len(clients))
-            model = FullModel(self.template, self.server.model)
-            self.results.write_run_info(run_info(self.config, model, sizes, label_counts, m, self.server.device))
         for epoch in range(self.resumed_after, num_rounds):
             lr = epoch_lr(self.config, epoch)
             self.server.set_lr(lr)
@@ -127,60 +132,11 @@ class MpslStrategy(LoopStrategy):
             client_model = averaged_client_model(self.config, list(states.values()), [weights[p] for p in states])
             model = FullModel(client_model, self.server.model)
             own = None if self.config.validate_only_aggregated else self._own_arrays(states)
-            train_record = {**tally.train_record(epoch, lr, len(states)), **self._attack_figures(len(clients), m)}
-            resume_state = self._resume_state(len(clients))
-            report.close(train_record, _full_arrays(model), evaluate_fn, model, own, resume_state)
+            attack_figures = self.gradient_sample.attack_figures(len(clients), m)
+            train_record = {**tally.train_record(epoch, lr, len(states)), **attack_figures}
+            state = resume_state(self.server, self.run_key, len(clients))
+            report.close(train_record, _full_arrays(model), evaluate_fn, model, own, state)
         return report.result
-
-    # ---- resume ---------------------------------------------------------------------------
-
-    def _resume_state(self, num_clients: int) -> dict:
-        """What the server needs to continue after this epoch; each client's state stays on its node."""
-        return {
-            "method": "mpsl",
-            "run_key": self.run_key,
-            "num_clients": num_clients,
-            "server": {k: torch.from_numpy(v) for k, v in trainable_arrays(self.server.model).items()},
-            "optimizer": self.server.optimizer.state_dict(),
-        }
-
-    def _restore(self, state: dict, num_clients: int) -> None:
-        """Load the server's weights and Adam state of the interrupted run; clients load their own snapshots."""
-        if state.get("num_clients") != num_clients:
-            raise ConfigError(
-                f"resume-from: the run had {state.get('num_clients')} clients and {num_clients} are connected; "
-                "start the same SuperNodes (num-supernodes) as the interrupted run"
-            )
-        try:
-            load_trainable(self.server.model, {k: v.numpy() for k, v in state["server"].items()})
-            self.server.optimizer.load_state_dict(state["optimizer"])
-        except (KeyError, ValueError, RuntimeError) as error:
-            raise ConfigError(f"resume-from: the resume state does not fit this run's server model: {error}") from error
-        self.run_key, self.resumed_after = state["run_key"], int(state["epoch"])
-
-    # ---- label attacks --------------------------------------------------------------------
-
-    def _observe(self, partition: int, epoch: int, step: int, grad: torch.Tensor) -> None:
-        """Keep the gradient rows a curious server would attack (`label-attack-report`), up to a bound."""
-        kept = sum(len(rows) for *_, rows in self.observed_grads)
-        if self.config.label_attack_report and kept < ATTACK_SAMPLES_PER_EPOCH:
-            self.observed_grads.append((partition, epoch, step, grad[: ATTACK_SAMPLES_PER_EPOCH - kept].clone()))
-
-    def _attack_figures(self, num_clients: int, m: int) -> dict:
-        """The epoch's attack scores, against the true labels, which the server reads from the data it has in
-        simulation (as for `run_info`'s label counts) for measurement only: no client sends a label."""
-        if not self.observed_grads:
-            return {}
-        grads, labels = [], []
-        for partition, epoch, step, rows in self.observed_grads:
-            data = client_partition(self.config, partition, num_clients)
-            labels.append(step_batch(data, m, self.config.seed, partition, epoch, step).labels[: len(rows)])
-            grads.append(rows)
-        self.observed_grads = []
-        direct = self.config.label_privacy == "none"  # the server sees dL/dlogits
-        return attack_report(
-            torch.cat(grads).numpy(), torch.cat(labels).numpy(), self.config.task.num_classes, self.config.seed, direct
-        )
 
     def _own_arrays(self, states: dict[int, dict[str, np.ndarray]]) -> dict[int, ArrayRecord]:
         """Each client's own tokenizers with the server half: the models `validate-only-aggregated-model` skips."""
@@ -281,7 +237,7 @@ class MpslStrategy(LoopStrategy):
             tally.client_compute_s += float(metrics[wire.COMPUTE_S])
             logit_grads.append(wire.read_activations(reply[wire.LOGIT_GRAD], self.precision)[wire.LOGIT_GRAD])
             partition = next(c.partition_id for c in active if c.node_id == node)
-            self._observe(partition, epoch, step, logit_grads[-1])
+            self.gradient_sample.observe(partition, epoch, step, logit_grads[-1])
 
         started = time.perf_counter()
         cut_grads = self.server.backward(logit_grads)

@@ -80,7 +80,7 @@ class SplitData:
 
     `texts[i]` holds sample i's texts (one question, or five captions). They stay beside
     the columns because a frozen text encoder, chosen by the run config, turns them into
-    the `text_feature` column (`mpsl_flower.model_inputs`). `view`, when set, draws the inputs
+    the `text_feature` column (`mpsl_flower.split.model_inputs`). `view`, when set, draws the inputs
     of a batch from the cached columns at each step.
     """
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from tasks.atomic import atomic_file
 from tasks.preprocess import DatasetError, user_path
 
 CHUNK = 1 << 20
@@ -48,27 +49,23 @@ def fetch(archive: Archive, data_dir: Path) -> Path:
     if target.is_file():
         verify(target)
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
-    try:
-        with urllib.request.urlopen(archive.url, timeout=TIMEOUT_S) as response, open(partial, "wb") as out:
-            expected = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=expected, unit="B", unit_scale=True, desc=archive.file_name) as progress:
-                while chunk := response.read(CHUNK):
-                    out.write(chunk)
-                    progress.update(len(chunk))
-    except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
-        partial.unlink(missing_ok=True)
-        raise DatasetError(
-            f"cannot download {archive.url} ({error}). Without network, fetch it by hand and save it as {target}; "
-            "it is then verified and unpacked"
-        ) from error
-    received = partial.stat().st_size
-    if expected is not None and received != expected:
-        partial.unlink()
-        raise DatasetError(f"{archive.url}: received {received} of {expected} bytes; run the download again")
-    verify(partial)
-    partial.rename(target)
+    with atomic_file(target) as partial:
+        try:
+            with urllib.request.urlopen(archive.url, timeout=TIMEOUT_S) as response, open(partial, "wb") as out:
+                expected = int(response.headers.get("Content-Length") or 0) or None
+                with tqdm(total=expected, unit="B", unit_scale=True, desc=archive.file_name) as progress:
+                    while chunk := response.read(CHUNK):
+                        out.write(chunk)
+                        progress.update(len(chunk))
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
+            raise DatasetError(
+                f"cannot download {archive.url} ({error}). Without network, fetch it by hand and save it as "
+                f"{target}; it is then verified and unpacked"
+            ) from error
+        received = partial.stat().st_size
+        if expected is not None and received != expected:
+            raise DatasetError(f"{archive.url}: received {received} of {expected} bytes; run the download again")
+        verify(partial)
     return target
 
 
@@ -90,7 +87,8 @@ def verify(path: Path) -> None:
 
 
 def _is_tar(path: Path) -> bool:
-    return any(path.name.endswith(suffix) for suffix in (".tar", ".tar.gz", ".tgz"))
+    """By content, not name: a download is verified under its private name, before it takes its own."""
+    return tarfile.is_tarfile(path)
 
 
 def unpack(path: Path, destination: Path) -> None:

@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from tasks.atomic import atomic_folder
 from tasks.audio import SAMPLE_RATE, waveform_to_fbank, window_samples
 from tasks.augment import WAVEFORM, WAVEFORM_LENGTH, step_view
 from tasks.data import DiskColumn, SplitData
@@ -149,40 +149,33 @@ def build_split(spec: TaskSpec, samples: list[Sample], cache_root: Path, split: 
 
 
 def _build(spec: TaskSpec, samples: list[Sample], folder: Path, split: str) -> None:
-    partial = folder.with_name(f"{folder.name}.{os.getpid()}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    arrays = {
-        name: np.lib.format.open_memmap(partial / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
-        for name, (shape, dtype) in _columns(spec, len(samples)).items()
-    }
-    labels, texts, skipped = [], [], []
-    for sample in tqdm(samples, desc=f"preprocessing {spec.name} {split}", unit="sample", mininterval=2):
-        try:
-            values = _decode(spec, sample)
-        except MediaError as error:
-            skipped.append(str(error))
-            continue
-        for name, value in values.items():
-            arrays[name][len(labels)] = value
-        labels.append(sample.label)
-        texts.append(list(sample.texts))
-    for array in arrays.values():
-        array.flush()
-    np.save(partial / "labels.npy", np.asarray(labels, dtype=np.int64))
-    (partial / "texts.json").write_text(json.dumps(texts))
-    (partial / SKIPPED_FILE).write_text("".join(f"{reason}\n" for reason in skipped))
-    (partial / DONE_FILE).write_text(json.dumps({"kept": len(labels), "skipped": len(skipped)}))
-    if skipped:
-        listed = "; ".join(skipped[:LISTED_SKIPS]) + (" ..." if len(skipped) > LISTED_SKIPS else "")
-        logger.warning("%s %s: skipped %d of %d samples: %s", spec.name, split, len(skipped), len(samples), listed)
-    if not labels:
-        shutil.rmtree(partial, ignore_errors=True)
-        first = skipped[0] if skipped else "the split lists no samples"
-        raise DatasetError(
-            f"{spec.name} {split}: none of the {len(samples)} samples could be decoded; first error: {first}"
-        )
-    try:
-        os.replace(partial, folder)
-    except OSError:  # another process finished the same cache first
-        shutil.rmtree(partial, ignore_errors=True)
+    with atomic_folder(folder) as partial:
+        arrays = {
+            name: np.lib.format.open_memmap(partial / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
+            for name, (shape, dtype) in _columns(spec, len(samples)).items()
+        }
+        labels, texts, skipped = [], [], []
+        for sample in tqdm(samples, desc=f"preprocessing {spec.name} {split}", unit="sample", mininterval=2):
+            try:
+                values = _decode(spec, sample)
+            except MediaError as error:
+                skipped.append(str(error))
+                continue
+            for name, value in values.items():
+                arrays[name][len(labels)] = value
+            labels.append(sample.label)
+            texts.append(list(sample.texts))
+        for array in arrays.values():
+            array.flush()
+        np.save(partial / "labels.npy", np.asarray(labels, dtype=np.int64))
+        (partial / "texts.json").write_text(json.dumps(texts))
+        (partial / SKIPPED_FILE).write_text("".join(f"{reason}\n" for reason in skipped))
+        (partial / DONE_FILE).write_text(json.dumps({"kept": len(labels), "skipped": len(skipped)}))
+        if skipped:
+            listed = "; ".join(skipped[:LISTED_SKIPS]) + (" ..." if len(skipped) > LISTED_SKIPS else "")
+            logger.warning("%s %s: skipped %d of %d samples: %s", spec.name, split, len(skipped), len(samples), listed)
+        if not labels:
+            first = skipped[0] if skipped else "the split lists no samples"
+            raise DatasetError(
+                f"{spec.name} {split}: none of the {len(samples)} samples could be decoded; first error: {first}"
+            )

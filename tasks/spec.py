@@ -78,7 +78,7 @@ class TextInput:
     """Texts per sample (a question, or 5 captions); a frozen encoder makes each one feature, one token.
 
     The encoder is frozen, so its features are computed once per dataset and cached
-    (`mpsl_flower.model_inputs`); the client tokenizer only pads them to the encoder width.
+    (`mpsl_flower.split.model_inputs`); the client tokenizer only pads them to the encoder width.
     """
 
     per_sample: int = 1

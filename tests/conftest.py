@@ -17,20 +17,15 @@ def _deterministic_threads():
 
 
 @pytest.fixture
-def fast_config(tmp_path) -> RunConfig:
-    return parse_run_config(
-        {
-            **FAST_RUN_CONFIG,
-            "output-dir": str(tmp_path / "results"),
-            "pre-processors-cache-dir": str(tmp_path / "cache"),
-        }
-    )
-
-
-@pytest.fixture
 def fast_run_config(tmp_path) -> dict:
+    """The fast run config's keys, with the test's own results and cache folders."""
     return {
         **FAST_RUN_CONFIG,
         "output-dir": str(tmp_path / "results"),
         "pre-processors-cache-dir": str(tmp_path / "cache"),
     }
+
+
+@pytest.fixture
+def fast_config(fast_run_config) -> RunConfig:
+    return parse_run_config(fast_run_config)

@@ -9,13 +9,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from fixtures_meld import TONE_SECONDS, write_meld
-from fixtures_video import COLOURS, write_ucf101, write_video
+from support.fixtures_meld import TONE_SECONDS, write_meld
+from support.fixtures_video import COLOURS, write_ucf101, write_video
 
 from mpsl_flower.config import parse_run_config
-from mpsl_flower.model_inputs import load_inputs
-from mpsl_flower.split.build import new_full_model
+from mpsl_flower.models.factory import new_full_model
 from mpsl_flower.split.evaluation import evaluate, evaluation_draws
+from mpsl_flower.split.model_inputs import load_inputs
 from mpsl_flower.split.schedule import step_batch
 from tasks.audio import FRAMES_PER_SECOND, waveform_to_fbank
 from tasks.augment import MomentView, input_generator

@@ -11,14 +11,14 @@ import sys
 
 import torch
 from flwr.app import Context, RecordDict
-from inprocess_grid import InProcessGrid
-from strategy_runs import CPU, epoch_records, run_strategy
+from support.inprocess_grid import InProcessGrid
+from support.strategy_runs import CPU, epoch_records, run_strategy
 
-from mpsl_flower import client_app, server_app
-from mpsl_flower.local_training import train_local_epoch
-from mpsl_flower.model_inputs import load_inputs
-from mpsl_flower.results import read_metrics
-from mpsl_flower.split.build import new_full_model
+from mpsl_flower.app import client_app, server_app
+from mpsl_flower.models.factory import new_full_model
+from mpsl_flower.runs.readers import read_metrics
+from mpsl_flower.split.local_epoch import train_local_epoch
+from mpsl_flower.split.model_inputs import load_inputs
 from mpsl_flower.split.optimizer import new_optimizer
 from mpsl_flower.split.runner import InProcessRunner
 from mpsl_flower.split.schedule import batch_rows
@@ -61,7 +61,7 @@ def test_centralized_under_flower_leaves_the_clients_idle(fast_run_config, tmp_p
 
 
 def _command_line(run_config: str, **env: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "mpsl_flower.centralized", "--run-config", run_config]
+    command = [sys.executable, "-m", "mpsl_flower.app.run_centralized", "--run-config", run_config]
     return subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ, **env})
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mpsl_flower.client_store import (
+from mpsl_flower.config import ConfigError, parse_run_config
+from mpsl_flower.node.state_store import (
     ClientStateMissing,
     StaleMessage,
     claim_position,
@@ -16,7 +17,6 @@ from mpsl_flower.client_store import (
     save_state,
     store_folder,
 )
-from mpsl_flower.config import ConfigError, parse_run_config
 
 
 def test_a_revision_reads_back_exactly_and_only_the_previous_one_is_kept(tmp_path):

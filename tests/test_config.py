@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from mpsl_flower.config import ConfigError, RunConfig, parse_run_config
-from mpsl_flower.results import RunResults, read_metrics
+from mpsl_flower.runs.readers import read_metrics
+from mpsl_flower.runs.writer import RunResults
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 

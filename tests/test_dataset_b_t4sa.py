@@ -7,7 +7,7 @@ import logging
 
 import numpy as np
 import pytest
-from fixtures_b_t4sa import NAMES, write_b_t4sa
+from support.fixtures_b_t4sa import NAMES, write_b_t4sa
 
 from tasks.datasets import b_t4sa
 from tasks.preprocess import DONE_FILE, SKIPPED_FILE, DatasetError, build_split

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fixtures_images import write_coco_qa, write_karpathy
 from PIL import Image
+from support.fixtures_images import write_coco_qa, write_karpathy
 
 from mpsl_flower.config import parse_run_config
-from mpsl_flower.model_inputs import load_inputs
 from mpsl_flower.models.tokenizers import ImageTokenizer
+from mpsl_flower.split.model_inputs import load_inputs
 from tasks.datasets import coco_qa, flickr30k, mscoco
 from tasks.media import load_image
 from tasks.preprocess import DONE_FILE, SKIPPED_FILE, DatasetError, build_split

@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from fixtures_video import corrupt_video, write_kinetics400
+from support.fixtures_video import corrupt_video, write_kinetics400
 
 from tasks.datasets import kinetics_sounds
 from tasks.media import has_audio

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from fixtures_meld import EMOTIONS, TONE_SECONDS, write_meld
+from support.fixtures_meld import EMOTIONS, TONE_SECONDS, write_meld
 
 from tasks.audio import FRAMES_PER_SECOND, waveform_to_fbank
 from tasks.datasets import meld

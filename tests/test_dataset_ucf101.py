@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from fixtures_video import corrupt_video, write_ucf101
+from support.fixtures_video import corrupt_video, write_ucf101
 
 from mpsl_flower.models.tokenizers import ImageTokenizer
 from tasks.datasets import kinetics_sounds, ucf101

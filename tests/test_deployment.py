@@ -17,13 +17,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cryptography import x509
-from flwr_harness import flwr_run, free_port, secure_federation
+from support.flwr_harness import flwr_run, free_port, secure_federation
 
-from mpsl_flower.client_data import client_partition
 from mpsl_flower.config import parse_run_config
-from mpsl_flower.deployment import instructions, main, write_deployment
-from mpsl_flower.device_data import PARTITIONS_DIR
-from mpsl_flower.results import RESUME_CONFIG_FILE, RESUME_STATE_FILE, read_metrics
+from mpsl_flower.node.device_partition import PARTITIONS_DIR
+from mpsl_flower.node.partitions import client_partition
+from mpsl_flower.runs.folder import RESUME_CONFIG_FILE, RESUME_STATE_FILE
+from mpsl_flower.runs.readers import read_metrics
+from mpsl_flower.tools.deployment import instructions, main, write_deployment
 
 DEVICES = 3
 # One step: 2,000 samples per client and step on an even split (each message is a fresh ClientApp process)

@@ -8,13 +8,14 @@ import logging
 import numpy as np
 import pytest
 import torch
-from fixtures_images import write_coco_qa
 from flwr.app import Context, RecordDict
+from support.fixtures_images import write_coco_qa
 
-from mpsl_flower import client_handlers, wire
-from mpsl_flower.client_data import client_partition
+from mpsl_flower import wire
 from mpsl_flower.config import parse_run_config
-from mpsl_flower.device_data import MANIFEST, device_partition, partition_folder
+from mpsl_flower.node.device_partition import MANIFEST, device_partition, partition_folder
+from mpsl_flower.node.partitions import client_partition
+from mpsl_flower.node.training_data import node_partition
 from tasks.data import DiskColumn, SplitData, take
 
 NUM_PARTITIONS = 3
@@ -110,13 +111,13 @@ def test_a_data_dir_in_the_node_config_of_a_generated_task_is_refused(tmp_path):
     run_config = {"pre-processors-cache-dir": str(tmp_path / "cache")}
     context = _node_context(run_config, {wire.PARTITION_ID: 0, wire.NUM_PARTITIONS: 2, "data-dir": str(tmp_path)})
     with pytest.raises(ValueError, match="remove data-dir from the node config"):
-        client_handlers._partition(context, parse_run_config(run_config))
+        node_partition(context.node_config, parse_run_config(run_config))
 
 
 def test_a_supernode_without_its_partition_in_the_node_config_is_told_how_to_start(tmp_path):
     context = _node_context({}, {wire.PARTITION_ID: 0})
     with pytest.raises(ValueError, match="--node-config 'partition-id=<i> num-partitions=<n>'"):
-        client_handlers._partition(context, parse_run_config({}))
+        node_partition(context.node_config, parse_run_config({}))
 
 
 def test_a_partition_id_outside_num_partitions_is_refused_before_anything_is_built(tmp_path):

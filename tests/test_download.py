@@ -9,7 +9,7 @@ import threading
 import zipfile
 
 import pytest
-from fixtures_images import write_coco_qa
+from support.fixtures_images import write_coco_qa
 
 from tasks.datasets import coco_qa
 from tasks.download import Archive, download, fetch

@@ -9,17 +9,18 @@ import pytest
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from flwr.serverapp.strategy import Result
-from inprocess_grid import InProcessGrid
-from strategy_runs import epoch_records, run_strategy
+from support.inprocess_grid import InProcessGrid
+from support.strategy_runs import epoch_records, run_strategy
 
-from mpsl_flower import client_app, wire
-from mpsl_flower.client_data import client_partition
+from mpsl_flower import wire
+from mpsl_flower.app import client_app
 from mpsl_flower.config import parse_run_config
-from mpsl_flower.local_training import train_local_epoch
-from mpsl_flower.model_inputs import load_inputs
-from mpsl_flower.models.weights import trainable_arrays
-from mpsl_flower.split.build import new_full_model
+from mpsl_flower.models.factory import new_full_model
+from mpsl_flower.models.trainable import trainable_arrays
+from mpsl_flower.node.partitions import client_partition
 from mpsl_flower.split.evaluation import evaluate
+from mpsl_flower.split.local_epoch import train_local_epoch
+from mpsl_flower.split.model_inputs import load_inputs
 from mpsl_flower.split.optimizer import new_optimizer
 from strategies.fedavg import select_partitions
 

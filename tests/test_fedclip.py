@@ -5,14 +5,15 @@ from __future__ import annotations
 import copy
 
 import torch
-from inprocess_grid import InProcessGrid
-from strategy_runs import run_strategy
+from support.inprocess_grid import InProcessGrid
+from support.strategy_runs import run_strategy
 
-from mpsl_flower import client_app, wire
+from mpsl_flower import wire
+from mpsl_flower.app import client_app
 from mpsl_flower.config import parse_run_config
+from mpsl_flower.models.factory import new_full_model, new_server_model
 from mpsl_flower.models.server_model import FeatureAdapter
-from mpsl_flower.models.weights import load_trainable
-from mpsl_flower.split.build import new_full_model, new_server_model
+from mpsl_flower.models.trainable import load_trainable
 
 
 def _fedclip_round(run_config: dict) -> tuple[dict, dict, InProcessGrid]:

@@ -15,17 +15,18 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
-from inprocess_grid import InProcessGrid
-from strategy_runs import CPU, epoch_records, run_strategy
+from support.inprocess_grid import InProcessGrid
+from support.strategy_runs import CPU, epoch_records, run_strategy
 
-from mpsl_flower import client_app as client_module
-from mpsl_flower import client_handlers, server_app, wire
-from mpsl_flower.client_data import client_partition
-from mpsl_flower.config import ConfigError, parse_run_config
-from mpsl_flower.model_inputs import load_inputs
-from mpsl_flower.models.encoder import ENCODER_SIZES
-from mpsl_flower.models.weights import trainable_arrays
-from mpsl_flower.results import read_metrics
+from mpsl_flower import wire
+from mpsl_flower.app import client_app as client_module
+from mpsl_flower.app import server_app
+from mpsl_flower.config import ENCODER_SIZES, ConfigError, parse_run_config
+from mpsl_flower.models.trainable import trainable_arrays
+from mpsl_flower.node import progress as node_progress
+from mpsl_flower.node.partitions import client_partition
+from mpsl_flower.runs.readers import read_metrics
+from mpsl_flower.split.model_inputs import load_inputs
 from mpsl_flower.split.runner import InProcessRunner
 from mpsl_flower.split.schedule import num_batches
 from strategies.discovery import discover_clients
@@ -37,7 +38,7 @@ class ForgetfulGrid(InProcessGrid):
     """Empties the ClientApp's per-process cache before every message, as a fresh process would."""
 
     def _handle(self, message):
-        client_handlers._live_clients.clear()
+        node_progress.live_clients.clear()
         return super()._handle(message)
 
 
@@ -68,7 +69,7 @@ def test_flower_path_gives_the_same_weights_as_the_in_process_runner(fast_run_co
     for node, client in zip(grid.node_ids, runner.clients):
         state = grid.contexts[node].state
         assert list(state) == [wire.STATE_PROGRESS]  # light: the weights are in the node's store, not the state
-        stored = client_handlers.stored_client_state(grid.contexts[node], config)
+        stored = node_progress.stored_client_state(grid.contexts[node], config)
         for name, value in trainable_arrays(client.model).items():
             np.testing.assert_allclose(stored[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
     for key in ("train_loss", "train_accuracy", "test_accuracy", "steps"):
@@ -296,7 +297,7 @@ def test_a_message_answered_after_the_nodes_later_ones_is_refused_and_changes_no
         grid = grid_class(client_module.app, NUM_CLIENTS, run_config)
         (record,) = epoch_records(run_strategy(config, grid)[1])
         assert record["dropped_client_steps"] == 1, grid_class  # the late step only, no knock-on drop
-        states.append([client_handlers.stored_client_state(grid.contexts[n], config) for n in grid.node_ids])
+        states.append([node_progress.stored_client_state(grid.contexts[n], config) for n in grid.node_ids])
     (outcome,) = grid.late_outcomes
     assert outcome.startswith("StaleMessage: message at (epoch, step, phase) (0, 2, 0) arrived after"), outcome
     for lost, late in zip(*states):  # as if the late message had never come
@@ -345,7 +346,7 @@ class RestartingGrid(InProcessGrid):
             step = message.content.config_records.get(wire.STEP)
             if message.metadata.dst_node_id == node and step and step[wire.EPOCH] == 2 and not self.restarted:
                 self.contexts[node].state = RecordDict()  # restarted: the node's context is new
-                client_handlers._live_clients.clear()
+                node_progress.live_clients.clear()
                 self.restarted = True
         return list(super().push_messages([m for m in messages if m not in off])) + [_accepted(m) for m in off]
 
@@ -372,10 +373,10 @@ def test_the_client_app_module_imports_nothing_heavy():
     code = (
         "import sys\n"
         "from flwr.app import Context, Message, RecordDict\n"
-        "from mpsl_flower import client_app\n"
+        "from mpsl_flower.app import client_app\n"
         "assert 'torch' not in sys.modules, 'torch imported by the ClientApp module'\n"
         "print(sorted(m for m in sys.modules if m.startswith(('mpsl_flower', 'strategies', 'tasks'))))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "['mpsl_flower', 'mpsl_flower.client_app', 'mpsl_flower.message_types']"
+    assert result.stdout.strip() == "['mpsl_flower', 'mpsl_flower.app.client_app', 'mpsl_flower.wire']"

@@ -33,9 +33,9 @@ import pytest
 from flwr.app import Error, Message, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 from flwr.supercore.task_identity import TaskIdentity
-from flwr_harness import NUM_SUPERNODES, REPO, copy_app, flwr_run, running_superlink
+from support.flwr_harness import NUM_SUPERNODES, REPO, copy_app, flwr_run, running_superlink
 
-from mpsl_flower.results import read_metrics
+from mpsl_flower.runs.readers import read_metrics
 from strategies.exchange import exchange
 
 TIMEOUT_S = 20  # see the module docstring
@@ -65,7 +65,7 @@ LOG_LINE = re.compile(r"^(\x1b\[[\d;]*m)?(DEBUG|INFO|WARNING|ERROR)\b")  # a new
 def faulty_app(tmp_path):
     plan = tmp_path / "faults.json"
     plan.write_text(json.dumps(FAULTS))
-    files = {"faulty_client_app.py": REPO / "tests" / "faulty_client_app.py", "faults.json": plan}
+    files = {"faulty_client_app.py": REPO / "tests" / "support" / "faulty_client_app.py", "faults.json": plan}
     return copy_app(tmp_path / "app", clientapp="faulty_client_app:app", extra_files=files)
 
 

@@ -1,7 +1,7 @@
 """Real `flwr run`s of the default app: a real SuperLink, 10 simulated SuperNodes, Ray.
 
 The process harness (own FLWR_HOME and ports, teardown of every process by PID) is in
-`flwr_harness.py`.
+`support/flwr_harness.py`.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from collections import Counter
 
 import pytest
 import torch
-from flwr_harness import NUM_SUPERNODES, flwr_run, ray_cluster, running_superlink, start_flwr_run
+from support.flwr_harness import NUM_SUPERNODES, flwr_run, ray_cluster, running_superlink, start_flwr_run
 
-from mpsl_flower.results import RESUME_CONFIG_FILE, read_metrics
+from mpsl_flower.runs.folder import RESUME_CONFIG_FILE
+from mpsl_flower.runs.readers import read_metrics
 from tasks.registry import load_task_data
 
 MPSL_RUN_CONFIG = "nr-of-epochs=3 batch-size=250"  # 25 samples per client per step

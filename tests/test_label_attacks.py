@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mpsl_flower.label_attacks import (
+from mpsl_flower.measure.label_attacks import (
     attack_report,
     cosine_attack,
     direct_attack,

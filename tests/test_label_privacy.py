@@ -10,18 +10,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from fixtures_images import write_karpathy
-from inprocess_grid import InProcessGrid
+from support.fixtures_images import write_karpathy
+from support.inprocess_grid import InProcessGrid
 
-from mpsl_flower import client_app as client_module
-from mpsl_flower import client_handlers, server_app, wire
-from mpsl_flower.client_data import client_partition
-from mpsl_flower.config import ConfigError, parse_run_config
-from mpsl_flower.label_attacks import direct_attack, majority_rate
-from mpsl_flower.model_inputs import load_inputs
-from mpsl_flower.models.encoder import ENCODER_SIZES
-from mpsl_flower.models.weights import trainable_arrays
-from mpsl_flower.results import read_metrics
+from mpsl_flower import wire
+from mpsl_flower.app import client_app as client_module
+from mpsl_flower.app import server_app
+from mpsl_flower.config import ENCODER_SIZES, ConfigError, parse_run_config
+from mpsl_flower.measure.label_attacks import direct_attack, majority_rate
+from mpsl_flower.models.trainable import trainable_arrays
+from mpsl_flower.node import progress as node_progress
+from mpsl_flower.node.partitions import client_partition
+from mpsl_flower.runs.readers import read_metrics
+from mpsl_flower.split.model_inputs import load_inputs
 from mpsl_flower.split.runner import InProcessRunner
 from mpsl_flower.split.schedule import step_batch
 
@@ -84,7 +85,7 @@ def test_the_u_shaped_mode_keeps_the_head_on_the_clients_and_matches_the_runner(
     for name, value in trainable_arrays(runner.server.model).items():
         np.testing.assert_allclose(final["server." + name], value, rtol=1e-5, atol=1e-6, err_msg=name)
     for node, client in zip(grid.node_ids, runner.clients):
-        stored = client_handlers.stored_client_state(grid.contexts[node], config)
+        stored = node_progress.stored_client_state(grid.contexts[node], config)
         for name, value in trainable_arrays(client.model).items():  # tokenizers and each client's own head
             np.testing.assert_allclose(stored[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
 

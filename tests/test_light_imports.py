@@ -11,8 +11,8 @@ from pathlib import Path
 import open_clip
 
 from mpsl_flower.config import parse_run_config
-from mpsl_flower.device_data import device_partition
 from mpsl_flower.models.text_encoders import bpe_vocabulary_file
+from mpsl_flower.node.device_partition import device_partition
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 HEAVY = ("timm", "torchvision", "open_clip", "transformers", "datasets", "pandas", "flwr_datasets", "matplotlib")
@@ -25,10 +25,10 @@ def test_a_client_step_on_the_default_config_imports_no_heavy_library(tmp_path):
     device_partition(parse_run_config({"pre-processors-cache-dir": cache}), 0, 3)  # the first message builds it
     code = (
         "import json, sys, tomllib\n"
-        "import mpsl_flower.client_handlers\n"
+        "import mpsl_flower.app.client_handlers\n"
         "from mpsl_flower.config import parse_run_config\n"
-        "from mpsl_flower.device_data import device_partition\n"
-        "from mpsl_flower.split.build import new_client_side\n"
+        "from mpsl_flower.node.device_partition import device_partition\n"
+        "from mpsl_flower.split.client_side import new_client_side\n"
         "from mpsl_flower.split.schedule import step_batch\n"
         f"run_config = tomllib.loads(open({str(PYPROJECT)!r}).read())['tool']['flwr']['app']['config']\n"
         f"config = parse_run_config({{**run_config, 'pre-processors-cache-dir': {cache!r}}})\n"

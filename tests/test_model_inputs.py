@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from mpsl_flower import model_inputs
 from mpsl_flower.config import parse_run_config
 from mpsl_flower.models.tokenizers import AudioTokenizer
+from mpsl_flower.split import model_inputs
 from tasks.audio import fbank_frames, waveform_to_fbank
 from tasks.data import DiskColumn
 from tasks.spec import AudioInput

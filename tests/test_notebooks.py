@@ -8,11 +8,11 @@ from pathlib import Path
 import nbformat
 import pytest
 from flwr.app import Context, RecordDict
-from inprocess_grid import InProcessGrid
 from nbclient import NotebookClient
+from support.inprocess_grid import InProcessGrid
 
-from mpsl_flower import client_app, server_app
-from mpsl_flower.results import CONFIG_FILE, METRICS_FILE
+from mpsl_flower.app import client_app, server_app
+from mpsl_flower.runs.folder import CONFIG_FILE, METRICS_FILE
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fixtures_video import write_video
+from support.fixtures_video import write_video
 
-from mpsl_flower.config import ConfigError, parse_run_config
-from mpsl_flower.model_inputs import load_inputs
-from mpsl_flower.models.encoder import ENCODER_SIZES
+from mpsl_flower.config import ENCODER_SIZES, ConfigError, parse_run_config
+from mpsl_flower.models.factory import new_client_model
 from mpsl_flower.models.server_model import ServerModel
 from mpsl_flower.models.tokenizers import ClientModel, example_inputs
-from mpsl_flower.models.weights import trainable_arrays
-from mpsl_flower.split.build import new_client_model
+from mpsl_flower.models.trainable import trainable_arrays
+from mpsl_flower.split.model_inputs import load_inputs
 from mpsl_flower.split.runner import InProcessRunner
 from tasks.datasets import ucf101
 from tasks.preprocess import Sample, build_split

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from mpsl_flower import overhead
-from mpsl_flower.accounting import CLIENT, SERVER, Part, analytic_parts, method_costs, training_macs
 from mpsl_flower.config import parse_run_config
+from mpsl_flower.measure.accounting import CLIENT, SERVER, Part, analytic_parts, method_costs, training_macs
+from mpsl_flower.tools import overhead
 from tasks.registry import TASKS
 
 

@@ -7,7 +7,8 @@ import logging
 import open_clip
 import pytest
 import torch
-from official_checkpoints import (
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+from support.official_checkpoints import (
     open_clip_model,
     timm_vit,
     timm_vit_blocks,
@@ -17,10 +18,9 @@ from official_checkpoints import (
     write_open_clip,
     write_openai_clip_text,
 )
-from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from transformers import CLIPTextModelWithProjection, CLIPTokenizer
 
-from mpsl_flower.config import ConfigError, parse_run_config
+from mpsl_flower.config import ENCODER_SIZES, ConfigError, EncoderSize, parse_run_config
 from mpsl_flower.models.checkpoints import (
     CheckpointError,
     ast_audio_tokenizer,
@@ -32,7 +32,8 @@ from mpsl_flower.models.checkpoints import (
     open_clip_visual_blocks,
     read_state_dict,
 )
-from mpsl_flower.models.encoder import ENCODER_SIZES, Encoder, EncoderSize
+from mpsl_flower.models.encoder import Encoder
+from mpsl_flower.models.factory import new_client_model, new_server_model
 from mpsl_flower.models.pretrained import resolve_text_encoder
 from mpsl_flower.models.text_encoders import (
     clip_tokenizer,
@@ -41,7 +42,6 @@ from mpsl_flower.models.text_encoders import (
     openai_clip_text_encoder,
 )
 from mpsl_flower.models.tokenizers import AudioTokenizer, ImageTokenizer
-from mpsl_flower.split.build import new_client_model, new_server_model
 from tasks.registry import TASKS
 from tasks.spec import AudioInput, ImageInput
 

@@ -12,19 +12,19 @@ import math
 
 import pytest
 import torch
-from fixtures_b_t4sa import write_b_t4sa
-from fixtures_images import write_coco_qa, write_karpathy
-from fixtures_meld import write_meld
-from fixtures_video import write_kinetics400, write_ucf101
 from flwr.app import Context, RecordDict
-from inprocess_grid import InProcessGrid
-from strategy_runs import epoch_records, run_strategy
+from support.fixtures_b_t4sa import write_b_t4sa
+from support.fixtures_images import write_coco_qa, write_karpathy
+from support.fixtures_meld import write_meld
+from support.fixtures_video import write_kinetics400, write_ucf101
+from support.inprocess_grid import InProcessGrid
+from support.strategy_runs import epoch_records, run_strategy
 
-from mpsl_flower import client_app as client_module
-from mpsl_flower import server_app
+from mpsl_flower.app import client_app as client_module
+from mpsl_flower.app import server_app
 from mpsl_flower.config import parse_run_config
-from mpsl_flower.model_inputs import load_inputs
-from mpsl_flower.results import read_metrics
+from mpsl_flower.runs.readers import read_metrics
+from mpsl_flower.split.model_inputs import load_inputs
 from mpsl_flower.split.runner import InProcessRunner
 
 CPU = torch.device("cpu")

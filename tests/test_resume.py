@@ -13,13 +13,16 @@ import numpy as np
 import pytest
 import torch
 from flwr.common.config import parse_config_args
-from inprocess_grid import InProcessGrid
+from support.inprocess_grid import InProcessGrid
 
-from mpsl_flower import client_app as client_module
-from mpsl_flower import client_handlers, server_app, wire
+from mpsl_flower import wire
+from mpsl_flower.app import client_app as client_module
+from mpsl_flower.app import server_app
 from mpsl_flower.config import ConfigError, parse_run_config
-from mpsl_flower.results import RESUME_CONFIG_FILE, RESUME_STATE_FILE, read_metrics
-from mpsl_flower.saved_model import load_saved_model
+from mpsl_flower.node import progress as node_progress
+from mpsl_flower.runs.folder import RESUME_CONFIG_FILE, RESUME_STATE_FILE
+from mpsl_flower.runs.readers import read_metrics
+from mpsl_flower.runs.saved_model import load_saved_model
 
 NUM_CLIENTS = 4
 KILLED_AT = (1, 3)  # (epoch from 0, step): mid-way through the second epoch
@@ -41,7 +44,7 @@ class KillingGrid(InProcessGrid):
 
 
 def _train(run_config: dict, grid: InProcessGrid, label: str):
-    client_handlers._live_clients.clear()  # a new ClientApp process remembers nothing
+    node_progress.live_clients.clear()  # a new ClientApp process remembers nothing
     return server_app.train(parse_run_config(run_config), grid, run_label=label)
 
 
@@ -79,8 +82,8 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_exactly_as_an_uninterrupted_one
             assert torch.equal(resumed_model[half][name], tensor), f"{half}.{name}"
     config = parse_run_config(run_config)
     for node in whole_grid.node_ids:  # every client's own weights and Adam state, bit for bit
-        expected = client_handlers.stored_client_state(whole_grid.contexts[node], config)
-        got = client_handlers.stored_client_state(resumed_grid.contexts[node], config)
+        expected = node_progress.stored_client_state(whole_grid.contexts[node], config)
+        got = node_progress.stored_client_state(resumed_grid.contexts[node], config)
         assert sorted(got) == sorted(expected)
         for name, value in expected.items():
             np.testing.assert_array_equal(got[name], value, err_msg=name)

@@ -6,11 +6,11 @@ import json
 
 import torch
 
-from mpsl_flower import scaling
 from mpsl_flower.config import parse_run_config
-from mpsl_flower.model_inputs import load_inputs
-from mpsl_flower.split.build import new_full_model
+from mpsl_flower.models.factory import new_full_model
+from mpsl_flower.split.model_inputs import load_inputs
 from mpsl_flower.split.runner import InProcessRunner
+from mpsl_flower.tools import scaling
 
 
 def test_a_row_uses_the_bytes_and_parameters_of_the_real_models():

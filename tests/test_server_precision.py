@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from mpsl_flower import wire
-from mpsl_flower.config import ConfigError, parse_run_config
-from mpsl_flower.models.encoder import ENCODER_SIZES
+from mpsl_flower.config import ENCODER_SIZES, ConfigError, parse_run_config
 from mpsl_flower.models.server_model import ServerModel
 from mpsl_flower.split.server_side import ServerSide
 from tasks.registry import TASKS

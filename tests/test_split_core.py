@@ -10,14 +10,15 @@ import pytest
 import torch
 from torch import nn
 
-from mpsl_flower.model_inputs import load_inputs
-from mpsl_flower.models.weights import trainable_arrays
+from mpsl_flower.models.factory import new_server_model
+from mpsl_flower.models.trainable import trainable_arrays
 from mpsl_flower.split.aggregation import weighted_average
-from mpsl_flower.split.build import new_client_side, new_server_model, new_server_side
-from mpsl_flower.split.client_side import loss_gradient
+from mpsl_flower.split.client_side import loss_gradient, new_client_side
+from mpsl_flower.split.model_inputs import load_inputs
 from mpsl_flower.split.optimizer import epoch_lr
 from mpsl_flower.split.runner import InProcessRunner
 from mpsl_flower.split.schedule import batch_rows, num_batches, steps_per_epoch
+from mpsl_flower.split.server_side import new_server_side
 from tasks.spec import CLASSIFICATION
 
 CPU = torch.device("cpu")

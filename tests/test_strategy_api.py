@@ -9,16 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Context, RecordDict
-from inprocess_grid import InProcessGrid
-from strategy_runs import CPU, epoch_records, run_strategy
+from support.inprocess_grid import InProcessGrid
+from support.strategy_runs import CPU, epoch_records, run_strategy
 
-from mpsl_flower import client_app, client_handlers, server_app, wire
+from mpsl_flower import wire
+from mpsl_flower.app import client_app, server_app
 from mpsl_flower.config import parse_run_config
-from mpsl_flower.model_inputs import load_inputs
-from mpsl_flower.models.weights import load_trainable, trainable_arrays
-from mpsl_flower.results import read_metrics
-from mpsl_flower.split.build import new_full_model
+from mpsl_flower.models.factory import new_full_model
+from mpsl_flower.models.trainable import load_trainable, trainable_arrays
+from mpsl_flower.node import progress as node_progress
+from mpsl_flower.runs.readers import read_metrics
 from mpsl_flower.split.evaluation import evaluate
+from mpsl_flower.split.model_inputs import load_inputs
 from strategies.global_model import initial_arrays
 from strategies.mpsl import MpslStrategy
 
@@ -79,7 +81,7 @@ def test_each_clients_own_model_is_validated_when_asked(fast_run_config, method)
     if method == "mpsl":  # client 1's own tokenizers in front of the final server half
         model = new_full_model(config)
         load_trainable(model, wire.record_to_arrays(result.arrays))
-        state = client_handlers.stored_client_state(grid.contexts[grid.node_ids[1]], config)
+        state = node_progress.stored_client_state(grid.contexts[grid.node_ids[1]], config)
         load_trainable(model.client, {k: v for k, v in state.items() if not k.startswith("optimizer.")})
         tested = evaluate(model.client, model.server, load_inputs(config).test, config.eval_batch_size)
         assert accuracies[1] == pytest.approx(tested["test_accuracy"])

@@ -1,17 +1,18 @@
 """Activations on the wire at `activation-precision`, and bytes: measured on the real messages against the
-analytic figure of each method (`mpsl_flower.accounting`)."""
+analytic figure of each method (`mpsl_flower.measure.accounting`)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from inprocess_grid import InProcessGrid
-from strategy_runs import epoch_records, run_strategy
+from support.inprocess_grid import InProcessGrid
+from support.strategy_runs import epoch_records, run_strategy
 
-from mpsl_flower import client_app, wire
+from mpsl_flower import wire
+from mpsl_flower.app import client_app
 from mpsl_flower.config import parse_run_config
-from mpsl_flower.model_inputs import load_inputs
+from mpsl_flower.split.model_inputs import load_inputs
 from mpsl_flower.split.runner import InProcessRunner
 
 PRECISIONS = ("float32", "float16", "bfloat16", "int8")

@@ -2,7 +2,7 @@
 
 Deliberately light. In deployment every message starts a fresh ClientApp process, which imports
 this module: `query.ping` (Flower's own round-trip floor) answers without importing torch, and
-the other handlers import `mpsl_flower.client_handlers` (torch, the models, the data) on first
+the other handlers import `mpsl_flower.app.client_handlers` (torch, the models, the data) on first
 use in their process. The handlers themselves are documented there.
 """
 
@@ -11,13 +11,13 @@ from __future__ import annotations
 from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from mpsl_flower.message_types import END_EPOCH, FORWARD, LOSS_GRAD, PARTITION_INFO, PING, action
+from mpsl_flower.wire import END_EPOCH, FORWARD, LOSS_GRAD, PARTITION_INFO, PING, action
 
 app = ClientApp()
 
 
 def _handlers():
-    from mpsl_flower import client_handlers
+    from mpsl_flower.app import client_handlers
 
     return client_handlers
 

@@ -1,6 +1,6 @@
 """The centralized baseline from the command line, without Flower's runtime (no SuperLink, no Ray).
 
-    python -m mpsl_flower.centralized --run-config "nr-of-epochs=3 output-dir='/tmp/results'"
+    python -m mpsl_flower.app.run_centralized --run-config "nr-of-epochs=3 output-dir='/tmp/results'"
 
 It runs the same `Centralized` strategy that `flwr run` runs with `method='centralized'`.
 """
@@ -12,9 +12,9 @@ import sys
 
 from flwr.common.config import parse_config_args
 
+from mpsl_flower.app.server_app import train
 from mpsl_flower.config import parse_run_config
 from mpsl_flower.logs import show_project_logs
-from mpsl_flower.server_app import train
 
 
 def main() -> None:

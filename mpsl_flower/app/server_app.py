@@ -12,9 +12,9 @@ from flwr.serverapp.strategy import Result, Strategy
 
 from mpsl_flower.config import RunConfig, parse_run_config
 from mpsl_flower.logs import show_project_logs
-from mpsl_flower.model_inputs import load_inputs
-from mpsl_flower.results import RunResults
-from mpsl_flower.split.build import resolve_device
+from mpsl_flower.models.factory import resolve_device
+from mpsl_flower.runs.writer import RunResults
+from mpsl_flower.split.model_inputs import load_inputs
 from strategies.centralized import Centralized
 from strategies.fedavg import FederatedAveraging
 from strategies.global_model import central_evaluation, initial_arrays

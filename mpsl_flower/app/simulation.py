@@ -25,7 +25,7 @@ from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 from flwr.supercore.telemetry import EventType
 
-APP_DIR = Path(__file__).resolve().parents[1]  # holds pyproject.toml
+APP_DIR = Path(__file__).resolve().parents[2]  # holds pyproject.toml
 DEFAULT_CLIENT_RESOURCES = {"num_cpus": 1.0, "num_gpus": 0.0}  # 2 actors on 2 cores
 
 
@@ -44,9 +44,9 @@ def simulate(
     passes for a finished one; returns the ServerApp's final `Context`.
     """
     if server_app is None:
-        from mpsl_flower.server_app import app as server_app
+        from mpsl_flower.app.server_app import app as server_app
     if client_app is None:
-        from mpsl_flower.client_app import app as client_app
+        from mpsl_flower.app.client_app import app as client_app
     overrides = dict(run_config_overrides or {})
     run_config = get_fused_config_from_dir(APP_DIR, overrides)  # ValueError on an unknown key
     backend_config = dict(backend_config or {})

@@ -3,7 +3,7 @@
 A model is a list of `Part`s in compute order, each with its forward MACs for one sample. MACs
 are counted the way the original's `calculate_computation_overhead.py` counts them (fvcore's
 `FlopCountAnalysis`: one multiply-accumulate per matmul/conv step, LayerNorm as 5 per element,
-softmax, GELU and other element-wise ops skipped); FLOPs are 2 x MACs. `mpsl_flower.overhead`
+softmax, GELU and other element-wise ops skipped); FLOPs are 2 x MACs. `mpsl_flower.tools.overhead`
 measures the parts with fvcore; `analytic_parts` computes the same numbers from the shapes
 alone, fast enough for every encoder size (a test holds the two equal).
 
@@ -19,8 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mpsl_flower.config import RunConfig
-from mpsl_flower.models.encoder import ENCODER_SIZES
+from mpsl_flower.config import ENCODER_SIZES, RunConfig
 from tasks.spec import RETRIEVAL, TaskSpec
 
 LAYER_NORM_MACS_PER_ELEMENT = 5  # fvcore's count for aten::layer_norm
@@ -125,7 +124,7 @@ def analytic_parts(config: RunConfig) -> list[Part]:
     if config.post_layer_norm:
         parts.append(Part("server.post_norm", SERVER, LAYER_NORM_MACS_PER_ELEMENT * pooled * dim, True))
     if task.objective != RETRIEVAL:  # `label-privacy='u-shaped'` moves the head to the clients
-        side = CLIENT if config.label_privacy == "u-shaped" else SERVER
+        side = CLIENT if config.head_on_client else SERVER
         parts.append(Part(f"{side}.head", side, dim * task.num_classes, True))
     return parts
 

@@ -47,6 +47,8 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import KMeans
 
+from mpsl_flower.runs import record
+
 KMEANS_N_INIT = 10  # fixed (not "auto") so that a seed alone decides the result
 NORMALISE_EPS = 1e-12  # floor on row norms in the cosine attack: a zero row stays zero instead of NaN
 
@@ -180,9 +182,9 @@ def majority_rate(labels: np.ndarray) -> float:
 
 
 def attack_report(grads: np.ndarray, labels: np.ndarray, num_classes: int, seed: int, direct: bool) -> dict[str, float]:
-    """Every attack that applies, scored: keys "label_attack_samples" (int N), "label_attack_majority",
-    "label_attack_direct" (only when direct=True, i.e. grads are dL/dlogits with C columns; direct attack
-    accuracy = plain accuracy, no matching), "label_attack_norm", "label_attack_cosine" (matched accuracies).
+    """Every attack that applies, scored, under the epoch record's `LABEL_ATTACK_*` keys: the samples (int N),
+    the majority rate, the direct attack's accuracy (only when direct=True, i.e. grads are dL/dlogits with C
+    columns; plain accuracy, no matching), and the norm and cosine attacks' matched accuracies.
 
     The labels are used only to score: no attack sees them. Compare every accuracy with
     "label_attack_majority"; the clustering scores are upper bounds (best naming of the clusters).
@@ -196,11 +198,11 @@ def attack_report(grads: np.ndarray, labels: np.ndarray, num_classes: int, seed:
             "columns; pass direct=False for gradients w.r.t. features (U-shaped mode), or the right num_classes"
         )
     report: dict[str, float] = {
-        "label_attack_samples": int(grads.shape[0]),
-        "label_attack_majority": majority_rate(labels),
+        record.LABEL_ATTACK_SAMPLES: int(grads.shape[0]),
+        record.LABEL_ATTACK_MAJORITY: majority_rate(labels),
     }
     if direct:
-        report["label_attack_direct"] = float(np.mean(direct_attack(grads) == labels))
-    report["label_attack_norm"] = matched_accuracy(norm_attack(grads, num_classes, seed), labels)
-    report["label_attack_cosine"] = matched_accuracy(cosine_attack(grads, num_classes, seed), labels)
+        report[record.LABEL_ATTACK_DIRECT] = float(np.mean(direct_attack(grads) == labels))
+    report[record.LABEL_ATTACK_NORM] = matched_accuracy(norm_attack(grads, num_classes, seed), labels)
+    report[record.LABEL_ATTACK_COSINE] = matched_accuracy(cosine_attack(grads, num_classes, seed), labels)
     return report

@@ -1,4 +1,4 @@
-"""The modality-agnostic encoder: a stack of timm ViT blocks, sizes declared as data.
+"""The modality-agnostic encoder: a stack of timm ViT blocks, sizes declared as data (`config.ENCODER_SIZES`).
 
 Like Meta-Transformer's encoder it has no CLS, position embedding or final norm of its own:
 those live in the client tokenizers (CLS, positions, pre-LN) and the server readout (post-LN).
@@ -6,34 +6,12 @@ those live in the client tokenizers (CLS, positions, pre-LN) and the server read
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 
 import torch
 from torch import nn
 
-
-@dataclass(frozen=True)
-class EncoderSize:
-    """Width, depth and heads of an encoder, and the patch size of its image tokenizer."""
-
-    dim: int
-    depth: int
-    heads: int
-    patch: int
-
-
-ENCODER_SIZES: dict[str, EncoderSize] = {
-    # Small enough that the embedded default task trains in minutes on a 2-core CPU.
-    "tiny-default": EncoderSize(dim=96, depth=4, heads=4, patch=8),
-    "vit-ti16": EncoderSize(dim=192, depth=12, heads=3, patch=16),
-    "vit-s16": EncoderSize(dim=384, depth=12, heads=6, patch=16),
-    # Meta-Transformer base: the paper's model.
-    "vit-b16": EncoderSize(dim=768, depth=12, heads=12, patch=16),
-    # Meta-Transformer large.
-    "vit-l14": EncoderSize(dim=1024, depth=24, heads=16, patch=14),
-    "vit-h14": EncoderSize(dim=1280, depth=32, heads=16, patch=14),
-}
+from mpsl_flower.config import EncoderSize
 
 
 class Encoder(nn.Module):

@@ -1,4 +1,5 @@
-"""Build the client and server halves from a run config, identically on every path.
+"""The model factory: the client and server halves, and the unsplit model, from a run config, identically
+on every path, and the device the run computes on.
 
 Seeds make the initialisation reproducible: every client starts from the same tokenizers
 (as they would from one pretrained checkpoint) and the server from one encoder.
@@ -8,8 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from mpsl_flower.config import RunConfig
-from mpsl_flower.models.encoder import ENCODER_SIZES
+from mpsl_flower.config import ENCODER_SIZES, RunConfig
 from mpsl_flower.models.full_model import FullModel
 from mpsl_flower.models.pretrained import (
     initialise_client_model,
@@ -17,8 +17,6 @@ from mpsl_flower.models.pretrained import (
 )
 from mpsl_flower.models.server_model import UNIFIED_ADAPTER, ServerModel
 from mpsl_flower.models.tokenizers import ClientModel
-from mpsl_flower.split.client_side import ClientSide
-from mpsl_flower.split.server_side import ServerSide
 from tasks.objectives import RETRIEVAL_COSINE
 from tasks.spec import RETRIEVAL
 
@@ -37,7 +35,7 @@ def new_client_model(config: RunConfig, pretrained: bool = True) -> ClientModel:
         size.patch,
         config.pre_layer_norm,
         config.audio_tokenizer == "ast",
-        head_on_client=config.label_privacy == "u-shaped",
+        head_on_client=config.head_on_client,
     )
     if pretrained:
         model.weight_sources = initialise_client_model(model, config)
@@ -46,10 +44,6 @@ def new_client_model(config: RunConfig, pretrained: bool = True) -> ClientModel:
         if tokenizer is not None and modality not in config.trainable_tokenizers():
             tokenizer.requires_grad_(False)  # `trainable-params-key`: it keeps its initial (pretrained) weights
     return model
-
-
-def new_client_side(config: RunConfig, pretrained: bool = True) -> ClientSide:
-    return ClientSide(new_client_model(config, pretrained), config.learning_rate)
 
 
 def new_server_model(config: RunConfig) -> ServerModel:
@@ -74,7 +68,7 @@ def new_server_model(config: RunConfig) -> ServerModel:
         config.post_layer_norm,
         adapters,
         task_objective(config),
-        head_on_client=config.label_privacy == "u-shaped",
+        head_on_client=config.head_on_client,
     )
     model.weight_sources = initialise_server_model(model.encoder, model.post_norm, config)
     return model
@@ -100,9 +94,3 @@ def resolve_device(config: RunConfig) -> torch.device:
     if config.device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device='cuda' was asked for, but torch sees no CUDA device; set device='auto' or 'cpu'")
     return torch.device(config.device)
-
-
-def new_server_side(config: RunConfig, device: torch.device) -> ServerSide:
-    return ServerSide(
-        new_server_model(config), config.learning_rate, device, config.server_precision, config.compile_server
-    )

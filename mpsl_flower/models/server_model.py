@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mpsl_flower.models.encoder import Encoder, EncoderSize
+from mpsl_flower.config import EncoderSize
+from mpsl_flower.models.encoder import Encoder
 from tasks.spec import RETRIEVAL, TaskSpec
 
 UNIFIED_ADAPTER = "unified"  # one adapter that every modality shares

@@ -66,7 +66,7 @@ class TextTokenizer(nn.Module):
 
     Takes features [batch, texts per sample, width] and gives as many tokens per sample.
     The frozen encoder itself runs once per dataset (its features are cached, see
-    `mpsl_flower.model_inputs`), so this module has no weights.
+    `mpsl_flower.split.model_inputs`), so this module has no weights.
     """
 
     def __init__(self, dim: int) -> None:

@@ -28,8 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +35,7 @@ import torch
 
 from mpsl_flower.config import RunConfig
 from mpsl_flower.models.pretrained import resolve_text_encoder
+from tasks.atomic import atomic_folder
 from tasks.augment import step_view
 from tasks.data import DiskColumn, SplitData
 
@@ -93,7 +92,7 @@ def partition_folder(config: RunConfig, partition_id: int, num_partitions: int, 
 def _build(config: RunConfig, partition_id: int, num_partitions: int, own_data_dir: Path | None) -> SplitData:
     """The partition's samples with their text features, decoding and encoding only them; with `own_data_dir`,
     the training split found there."""
-    from mpsl_flower.model_inputs import encode_per_sample
+    from mpsl_flower.split.model_inputs import encode_per_sample
     from tasks.preprocess import build_split
     from tasks.registry import EMBEDDED, listed_samples, load_task_data
 
@@ -131,25 +130,18 @@ def _rows(config: RunConfig, labels: torch.Tensor, num_partitions: int) -> list[
 
 
 def _save(own: SplitData, folder: Path) -> None:
-    """Write the partition folder under a private name, then rename it: readers never see half a folder."""
-    partial = folder.with_name(f"{folder.name}.{os.getpid()}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    columns = {}
-    for name, column in own.inputs.items():
-        if isinstance(column, DiskColumn):  # decoded already, on this disk: reference it, never copy it
-            np.save(partial / f"{name}.rows.npy", column.rows)
-            columns[name] = {"file": str(Path(column.array.filename).resolve()), "rows": f"{name}.rows.npy"}
-        else:
-            np.save(partial / f"{name}.npy", column.numpy())
-            columns[name] = {"file": f"{name}.npy"}
-    np.save(partial / LABELS_FILE, own.labels.numpy())
-    (partial / MANIFEST).write_text(json.dumps({"format": FORMAT, "samples": len(own), "columns": columns}))
-    shutil.rmtree(folder, ignore_errors=True)  # an unusable folder being replaced
-    try:
-        os.replace(partial, folder)
-    except OSError:  # another process of this device built it first
-        shutil.rmtree(partial, ignore_errors=True)
+    """Write the partition folder (replacing an unusable one): readers never see half a folder."""
+    with atomic_folder(folder, replace=True) as partial:
+        columns = {}
+        for name, column in own.inputs.items():
+            if isinstance(column, DiskColumn):  # decoded already, on this disk: reference it, never copy it
+                np.save(partial / f"{name}.rows.npy", column.rows)
+                columns[name] = {"file": str(Path(column.array.filename).resolve()), "rows": f"{name}.rows.npy"}
+            else:
+                np.save(partial / f"{name}.npy", column.numpy())
+                columns[name] = {"file": f"{name}.npy"}
+        np.save(partial / LABELS_FILE, own.labels.numpy())
+        (partial / MANIFEST).write_text(json.dumps({"format": FORMAT, "samples": len(own), "columns": columns}))
 
 
 def _load(folder: Path, config: RunConfig) -> SplitData:

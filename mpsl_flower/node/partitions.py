@@ -7,8 +7,8 @@ import functools
 import torch
 
 from mpsl_flower.config import RunConfig
-from mpsl_flower.device_data import check_partition_id
-from mpsl_flower.model_inputs import load_inputs
+from mpsl_flower.node.device_partition import check_partition_id
+from mpsl_flower.split.model_inputs import load_inputs
 from tasks.data import SplitData
 from tasks.partitioning import partition_rows
 

@@ -26,12 +26,13 @@ folder's name): delete that folder once the run is finished and will not be resu
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import uuid
 from pathlib import Path
 
 import numpy as np
+
+from tasks.atomic import atomic_file
 
 STORE_FOLDER = "mpsl-flower-client-state"
 KEPT_REVISIONS = 2  # this one and the previous one, for a retried message
@@ -93,11 +94,8 @@ def claim_position(state_dir: str, store_key: str, position: tuple[int, ...]) ->
     `StaleMessage` writes nothing back, so the node keeps its newer state.
     """
     check_position(state_dir, store_key, position)
-    path = store_folder(state_dir, store_key) / POSITION_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{POSITION_FILE}.{os.getpid()}.partial")
-    partial.write_text(json.dumps(list(position)))
-    os.replace(partial, path)
+    with atomic_file(store_folder(state_dir, store_key) / POSITION_FILE) as partial:
+        partial.write_text(json.dumps(list(position)))
 
 
 def check_position(state_dir: str, store_key: str, position: tuple[int, ...]) -> None:
@@ -149,10 +147,8 @@ def load_snapshot(state_dir: str, run_key: str, partition: int, epochs_done: int
 def _write_kept(path: Path, arrays: dict[str, np.ndarray], pattern: str, number: int) -> None:
     """Write `path` atomically (a reader never sees half a file), then drop the files of `pattern` whose
     number (after the last '-') is `KEPT_REVISIONS` or more below `number`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.stem}.{os.getpid()}.partial.npz")
-    np.savez(partial, **arrays)
-    os.replace(partial, path)
+    with atomic_file(path, keep_suffix=True) as partial:
+        np.savez(partial, **arrays)
     for old in path.parent.glob(pattern):
         if int(old.stem.rsplit("-", 1)[1]) <= number - KEPT_REVISIONS:
             old.unlink(missing_ok=True)

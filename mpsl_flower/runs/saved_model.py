@@ -9,28 +9,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mpsl_flower.config import ConfigError, RunConfig, parse_run_config
+from mpsl_flower.config import MODEL_KEYS, ConfigError, RunConfig, parse_run_config
+from mpsl_flower.models.factory import new_full_model
 from mpsl_flower.models.full_model import FullModel
-from mpsl_flower.results import CONFIG_FILE, load_checked
-from mpsl_flower.split.build import new_full_model
-
-# The run-config keys that shape the saved tensors (the rest shape training, not the model).
-MODEL_KEYS = (
-    "dataset",
-    "encoder-size",
-    "fusion-type",
-    "audio-time-dimension",
-    "audio-tokenizer",
-    "text-encoder",
-    "use-pre-layer-norm",
-    "use-post-layer-norm",
-    "use-adapter-approach",
-    "include-image-adapter",
-    "include-text-adapter",
-    "include-audio-adapter",
-    "include-unified-adapter",
-    "label-privacy",
-)
+from mpsl_flower.runs.folder import CONFIG_FILE, load_checked
 
 
 def load_saved_model(source: str | Path, config: RunConfig | None = None) -> tuple[FullModel, int]:

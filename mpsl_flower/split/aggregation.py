@@ -1,8 +1,13 @@
-"""Sample-weighted averaging of model weights (FedAvg's rule)."""
+"""Sample-weighted averaging of model weights (FedAvg's rule), and the averaged client model MPSL evaluates."""
 
 from __future__ import annotations
 
 import numpy as np
+
+from mpsl_flower.config import RunConfig
+from mpsl_flower.models.factory import new_client_model
+from mpsl_flower.models.tokenizers import ClientModel
+from mpsl_flower.models.trainable import load_trainable
 
 
 def weighted_average(states: list[dict[str, np.ndarray]], weights: list[int]) -> dict[str, np.ndarray]:
@@ -16,3 +21,10 @@ def weighted_average(states: list[dict[str, np.ndarray]], weights: list[int]) ->
         )
         for name in states[0]
     }
+
+
+def averaged_client_model(config: RunConfig, states: list[dict[str, np.ndarray]], weights: list[int]) -> ClientModel:
+    """The sample-weighted average of client weights, for evaluation and saving only (clients keep their own)."""
+    model = new_client_model(config, pretrained=False)  # every trainable weight is replaced below
+    load_trainable(model, weighted_average(states, weights))
+    return model

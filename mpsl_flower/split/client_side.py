@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from mpsl_flower.config import RunConfig
+from mpsl_flower.models.factory import new_client_model
 from mpsl_flower.models.tokenizers import ClientModel
-from mpsl_flower.models.weights import (
+from mpsl_flower.models.trainable import (
     load_optimizer_arrays,
     load_trainable,
     optimizer_arrays,
@@ -69,6 +71,11 @@ class ClientSide:
         optimizer = {k[len(OPTIMIZER_PREFIX) :]: v for k, v in arrays.items() if k.startswith(OPTIMIZER_PREFIX)}
         load_trainable(self.model, weights)
         load_optimizer_arrays(self.optimizer, optimizer)
+
+
+def new_client_side(config: RunConfig, pretrained: bool = True) -> ClientSide:
+    """A client's side at the start of a run (`pretrained=False`: its weights are about to be replaced)."""
+    return ClientSide(new_client_model(config, pretrained), config.learning_rate)
 
 
 def loss_gradient(

@@ -7,6 +7,7 @@ import torch
 from mpsl_flower.config import RunConfig
 from mpsl_flower.models.server_model import ServerModel
 from mpsl_flower.models.tokenizers import ClientModel
+from mpsl_flower.runs.record import TEST_ACCURACY, TEST_LOSS
 from tasks.augment import input_generator
 from tasks.data import SplitData
 from tasks.objectives import is_retrieval, loss_sum_and_correct, retrieval_recalls
@@ -47,9 +48,9 @@ def evaluate(
         loss_sum, correct = loss_sum + float(batch_loss), correct + batch_correct
         if is_retrieval(server_model.objective):
             outputs.append(batch_outputs)
-    metrics = {"test_loss": loss_sum / len(split), "test_accuracy": correct / len(split)}
+    metrics = {TEST_LOSS: loss_sum / len(split), TEST_ACCURACY: correct / len(split)}
     if is_retrieval(server_model.objective):
         recalls = retrieval_recalls(server_model.objective, torch.cat(outputs))
         metrics.update(recalls)
-        metrics["test_accuracy"] = (recalls["test_r1_image_to_text"] + recalls["test_r1_text_to_image"]) / 2
+        metrics[TEST_ACCURACY] = (recalls["test_r1_image_to_text"] + recalls["test_r1_text_to_image"]) / 2
     return metrics

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +21,7 @@ import torch
 from mpsl_flower.config import RunConfig
 from mpsl_flower.models.pretrained import resolve_text_encoder
 from mpsl_flower.models.text_encoders import FrozenTextEncoder
+from tasks.atomic import atomic_folder
 from tasks.data import Column, DiskColumn, TaskData
 from tasks.registry import load_task_data
 
@@ -93,15 +92,8 @@ def encode_per_sample(encoder: FrozenTextEncoder, texts: list[tuple[str, ...]]) 
 
 
 def _save_atomically(identity: str, features: dict[str, torch.Tensor], folder: Path) -> None:
-    """Write to a private folder, then rename: readers never see a half-written cache."""
-    partial = folder.with_name(f"{folder.name}.{os.getpid()}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    for split, values in features.items():
-        np.save(partial / f"{split}.npy", values.numpy())
-    (partial / IDENTITY_FILE).write_text(identity)
-    shutil.rmtree(folder, ignore_errors=True)  # a damaged cache being replaced
-    try:
-        os.replace(partial, folder)
-    except OSError:  # another process wrote the same cache first
-        shutil.rmtree(partial, ignore_errors=True)
+    """Write the cache (replacing a damaged one): readers never see a half-written cache."""
+    with atomic_folder(folder, replace=True) as partial:
+        for split, values in features.items():
+            np.save(partial / f"{split}.npy", values.numpy())
+        (partial / IDENTITY_FILE).write_text(identity)

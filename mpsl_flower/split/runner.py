@@ -10,16 +10,18 @@ import time
 
 import torch
 
-from mpsl_flower.accounting import mpsl_bytes_per_sample
 from mpsl_flower.config import RunConfig
-from mpsl_flower.models.weights import trainable_arrays
-from mpsl_flower.split.build import new_client_side, new_server_side, resolve_device
-from mpsl_flower.split.client_side import loss_gradient
-from mpsl_flower.split.epoch import EpochTally, averaged_client_model, with_evaluation
+from mpsl_flower.measure.accounting import mpsl_bytes_per_sample
+from mpsl_flower.models.factory import resolve_device
+from mpsl_flower.models.trainable import trainable_arrays
+from mpsl_flower.runs.record import EpochTally, with_evaluation
+from mpsl_flower.split.aggregation import averaged_client_model
+from mpsl_flower.split.client_side import loss_gradient, new_client_side
 from mpsl_flower.split.evaluation import evaluate, evaluation_draws
 from mpsl_flower.split.optimizer import epoch_lr
 from mpsl_flower.split.precision import transmitted
 from mpsl_flower.split.schedule import num_batches, step_batch, steps_per_epoch
+from mpsl_flower.split.server_side import new_server_side
 from tasks.data import SplitData, TaskData
 from tasks.partitioning import partition_rows
 
@@ -75,7 +77,7 @@ class InProcessRunner:
         logit_grads = []
         objective = self.server.model.objective
         for i, part, b in zip(active, logits, batches):
-            if self.config.label_privacy == "u-shaped":  # the client's own head scores the server's features
+            if self.config.head_on_client:  # the client's own head scores the server's features
                 grad, loss_sum, correct = self.clients[i].head_gradient(objective, part, b.labels, total, lr)
             else:
                 grad, loss_sum, correct = loss_gradient(objective, part, b.labels, total)

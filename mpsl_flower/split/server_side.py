@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from mpsl_flower.config import SERVER_PRECISIONS, RunConfig
+from mpsl_flower.models.factory import new_server_model
 from mpsl_flower.models.server_model import ServerModel
 from mpsl_flower.split.optimizer import new_optimizer, set_lr
-
-SERVER_PRECISIONS = ("fp32", "bf16")
 
 
 class ServerSide:
@@ -97,3 +97,10 @@ class ServerSide:
             ]
         self._inputs, self._logits, self._sizes = {}, None, []
         return result
+
+
+def new_server_side(config: RunConfig, device: torch.device) -> ServerSide:
+    """The run's server side on `device`, at its precision, compiled when the config asks."""
+    return ServerSide(
+        new_server_model(config), config.learning_rate, device, config.server_precision, config.compile_server
+    )

@@ -1,6 +1,6 @@
-"""Keys and commands for a secure Deployment Engine federation: `python -m mpsl_flower.deployment`.
+"""Keys and commands for a secure Deployment Engine federation: `python -m mpsl_flower.tools.deployment`.
 
-    python -m mpsl_flower.deployment --out ~/mpsl-deployment --address 192.168.1.10 --devices 3
+    python -m mpsl_flower.tools.deployment --out ~/mpsl-deployment --address 192.168.1.10 --devices 3
 
 Writes, under `--out`:
   ca.crt, ca.key                  a certificate authority (keep ca.key off the devices)
@@ -233,7 +233,7 @@ def _write_secret(path: Path, data: bytes) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mpsl_flower.deployment", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m mpsl_flower.tools.deployment", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for the certificates and keys")
     parser.add_argument(
         "--address",

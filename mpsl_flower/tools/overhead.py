@@ -1,13 +1,13 @@
 """Computation per sample of every method, client and server apart: our `calculate_computation_overhead.py`.
 
-    python -m mpsl_flower.overhead --dataset coco-qa --encoder-size vit-b16 \\
+    python -m mpsl_flower.tools.overhead --dataset coco-qa --encoder-size vit-b16 \\
         --nr-of-last-encoder-blocks-to-finetune 6
 
 Options are the run-config keys (`--help`). The model is built with random weights in the task's
 real shapes, so nothing is read from disk or the network. fvcore counts one forward pass of one
 sample, as the original does: its per-module table (depth 4), then forward and training MACs
 (FLOPs = 2 x MACs) for MPSL, FedAvg, FedCLIP and centralized, on the client and on the server
-(`mpsl_flower.accounting` says what training adds). The frozen text encoder runs once per text
+(`mpsl_flower.measure.accounting` says what training adds). The frozen text encoder runs once per text
 before training, and the original leaves it out; it gets a line of its own. `--json` writes the
 figures for the notebooks and the scaling study.
 """
@@ -23,13 +23,12 @@ from pathlib import Path
 import torch
 from fvcore.nn import FlopCountAnalysis, flop_count_table
 
-from mpsl_flower.accounting import CLIENT, SERVER, Part, SideCost, analytic_parts, method_costs
-from mpsl_flower.config import CLIP_TEXT_WIDTH, METHODS, ConfigError, RunConfig, parse_run_config
+from mpsl_flower.config import CLIP_TEXT_WIDTH, ENCODER_SIZES, METHODS, ConfigError, RunConfig, parse_run_config
 from mpsl_flower.logs import weight_file_notes_silenced
-from mpsl_flower.models.encoder import ENCODER_SIZES
+from mpsl_flower.measure.accounting import CLIENT, SERVER, Part, SideCost, analytic_parts, method_costs
+from mpsl_flower.models.factory import new_full_model
 from mpsl_flower.models.pretrained import CLIP_B16_MAX_WIDTH
 from mpsl_flower.models.tokenizers import example_inputs
-from mpsl_flower.split.build import new_full_model
 
 TABLE_DEPTH = 4  # the original prints fvcore's table to depth 4
 GIGA = 1e9
@@ -170,7 +169,7 @@ def summary_table(figures: list[dict]) -> str:
 def _argument_parser() -> argparse.ArgumentParser:
     """One option per run-config key, with the run config's defaults."""
     parser = argparse.ArgumentParser(
-        prog="python -m mpsl_flower.overhead",
+        prog="python -m mpsl_flower.tools.overhead",
         description="MACs per sample of MPSL, FedAvg, FedCLIP and centralized, client and server (README).",
     )
     parse_bool = {"true": True, "false": False}

@@ -1,6 +1,6 @@
 """How MPSL's and FedAvg's client costs scale with the encoder: a table per task shape and encoder size.
 
-    python -m mpsl_flower.scaling [--datasets coco-qa meld] [--encoder-sizes vit-b16 vit-l14] \\
+    python -m mpsl_flower.tools.scaling [--datasets coco-qa meld] [--encoder-sizes vit-b16 vit-l14] \\
         [--samples-per-client 1000] [--json scaling.json]
 
 For each task shape and encoder size (Ti/S/B/L/H by default), per client: training MACs per
@@ -9,7 +9,7 @@ their gradient down, outputs down, their gradient up) against FedAvg's bytes per
 trained set down and up), both for one epoch of `--samples-per-client` samples, and the
 crossing point: the samples per client above which MPSL sends more than FedAvg.
 
-Everything is analytic (`mpsl_flower.accounting`, held equal to fvcore's count and to the bytes
+Everything is analytic (`mpsl_flower.measure.accounting`, held equal to fvcore's count and to the bytes
 measured on real messages by the tests), so even ViT-H/14 on a 1,410-token video sample takes
 no time; parameter counts come from the real model built on PyTorch's meta device.
 """
@@ -23,7 +23,9 @@ from pathlib import Path
 
 import torch
 
-from mpsl_flower.accounting import (
+from mpsl_flower.config import ENCODER_SIZES, ConfigError, RunConfig, parse_run_config
+from mpsl_flower.logs import weight_file_notes_silenced
+from mpsl_flower.measure.accounting import (
     CLIENT,
     analytic_parts,
     fedavg_bytes_per_client,
@@ -31,10 +33,7 @@ from mpsl_flower.accounting import (
     mpsl_bytes_per_sample,
     stream_tokens,
 )
-from mpsl_flower.config import ConfigError, RunConfig, parse_run_config
-from mpsl_flower.logs import weight_file_notes_silenced
-from mpsl_flower.models.encoder import ENCODER_SIZES
-from mpsl_flower.split.build import new_full_model
+from mpsl_flower.models.factory import new_full_model
 from tasks.datasets import REAL_DATASETS
 
 SIZES = ("vit-ti16", "vit-s16", "vit-b16", "vit-l14", "vit-h14")
@@ -85,7 +84,7 @@ def render(rows: list[dict], samples_per_client: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mpsl_flower.scaling", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m mpsl_flower.tools.scaling", description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=list(REAL_DATASETS))
     parser.add_argument("--encoder-sizes", nargs="+", default=list(SIZES), choices=tuple(ENCODER_SIZES))
     parser.add_argument("--samples-per-client", type=int, default=1000)

@@ -28,13 +28,13 @@ import argparse
 import functools
 import json
 import logging
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from tasks.atomic import atomic_file
 from tasks.datasets.ucf101 import frame_and_audio_spec
 from tasks.preprocess import DatasetError, Sample, user_path
 
@@ -120,10 +120,8 @@ def _copy(source: Path, target: Path) -> bool:
     """Copy unless the same file is already there; via a temporary name, so a cut-off copy is never taken as a video."""
     if target.is_file() and target.stat().st_size == source.stat().st_size:
         return False
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
-    shutil.copy2(source, partial)  # keeps the modification time, which the preprocessing cache key reads
-    os.replace(partial, target)
+    with atomic_file(target) as partial:
+        shutil.copy2(source, partial)  # keeps the modification time, which the preprocessing cache key reads
     return True
 
 

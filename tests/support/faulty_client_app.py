@@ -1,11 +1,11 @@
 """TEST ONLY: the project's ClientApp with faults injected, for `tests/test_flwr_faults.py`.
 
-`tests/flwr_harness.copy_app` puts this module at the root of a copy of the app, with the copy's
+`tests/support/flwr_harness.copy_app` puts this module at the root of a copy of the app, with the copy's
 pyproject pointing `clientapp` at `faulty_client_app:app`, and a `faults.json` beside it: a list of
 
     {"partition": 3, "message_type": "train.forward", "epoch": 0, "step": 2, "fault": "nan"}
 
-Every other message goes to `mpsl_flower.client_app.app` untouched. Faults, on the one message
+Every other message goes to `mpsl_flower.app.client_app.app` untouched. Faults, on the one message
 that matches (node-config partition id, message type, epoch and step of its `step` record):
   crash  raise `InjectedCrash` before the real handler runs (the node's context stays as it was);
   hang   sleep `sleep_s`, then let the real handler answer (too late);
@@ -26,7 +26,7 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from mpsl_flower import wire
-from mpsl_flower.client_app import app as real_app
+from mpsl_flower.app.client_app import app as real_app
 from mpsl_flower.config import parse_run_config
 
 PLAN_FILE = Path(__file__).with_name("faults.json")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from fixtures_images import write_jpeg
+from support.fixtures_images import write_jpeg
 
 COLOURS = ((220, 30, 30), (30, 200, 40), (40, 60, 230))  # by label: negative, neutral, positive
 NAMES = ("negative", "neutral", "positive")

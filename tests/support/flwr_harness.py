@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mpsl_flower.deployment import (
+from mpsl_flower.tools.deployment import (
     DEFAULT_PORT,
     Deployment,
     federation_entry,
@@ -38,7 +38,7 @@ from mpsl_flower.deployment import (
     write_deployment,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # the venv running pytest: flwr, flower-superlink, flower-superexec
 NUM_SUPERNODES = 10
 RUN_TIMEOUT_S = 900
@@ -431,7 +431,7 @@ SERVER_ADDRESS = "127.0.0.2"  # loopback too, but not the address the SuperLink 
 
 @contextlib.contextmanager
 def secure_federation(tmp_path: Path, devices: int) -> Iterator[SecureFederation]:
-    """The README's secure deployment on loopback, by its own commands (`mpsl_flower.deployment`): keys,
+    """The README's secure deployment on loopback, by its own commands (`mpsl_flower.tools.deployment`): keys,
     a SuperLink with TLS and SuperNode authentication, every device's key registered with `flwr supernode
     register`, and one SuperNode process per device. Port 9093 as the README says, unless it is taken;
     each SuperNode gets its own Runtime API port, since they share one machine. Devices and `flwr` reach the

@@ -6,8 +6,8 @@ import torch
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
+from mpsl_flower.app.server_app import STRATEGIES, start
 from mpsl_flower.config import RunConfig
-from mpsl_flower.server_app import STRATEGIES, start
 
 CPU = torch.device("cpu")
 
