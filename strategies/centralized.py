@@ -20,6 +20,7 @@ from mpsl_flower.config import RunConfig
 from mpsl_flower.models.factory import new_full_model
 from mpsl_flower.models.trainable import load_trainable, trainable_arrays
 from mpsl_flower.node.partitions import label_counts
+from mpsl_flower.runs.facts import run_info
 from mpsl_flower.runs.record import EpochTally
 from mpsl_flower.runs.writer import RunResults
 from mpsl_flower.split.local_epoch import train_local_epoch
@@ -28,7 +29,6 @@ from mpsl_flower.split.optimizer import epoch_lr, new_optimizer
 from strategies.epoch_report import EpochReport
 from strategies.global_model import EvaluateFn
 from strategies.loop_strategy import LoopStrategy
-from strategies.opening import write_run_facts
 
 
 class Centralized(LoopStrategy):
@@ -67,9 +67,8 @@ class Centralized(LoopStrategy):
         optimizer = new_optimizer(model, self.config.learning_rate)
         if self.results:
             counts = {0: label_counts(self.config, train.labels)}
-            write_run_facts(
-                self.results, self.config, model, {0: len(train)}, counts, self.config.batch_size, self.device
-            )
+            info = run_info(self.config, model, {0: len(train)}, counts, self.config.batch_size, self.device)
+            self.results.write_run_info(info)
         report = EpochReport("centralized", num_rounds, self.results)
         for epoch in range(num_rounds):
             tally = EpochTally()

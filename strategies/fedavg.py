@@ -8,7 +8,7 @@ round. Only trainable tensors travel. Clients are selected with our own seeded R
 partition ids, because Flower's node ids are random per run.
 
 FedCLIP is the same strategy over a different model (`method='fedclip'`, see
-`split.build.new_server_model`): the encoder is fully frozen and per-modality adapters are
+`models.factory.new_server_model`): the encoder is fully frozen and per-modality adapters are
 added, so only tokenizers, adapters and head train and travel.
 """
 

@@ -49,18 +49,6 @@ def open_federation(
     batch = config.client_batch_size(len(clients))
     if results:
         sizes = {c.partition_id: c.num_examples for c in clients}
-        write_run_facts(results, config, model, sizes, partition_label_counts(config, len(clients)), batch, device)
+        label_counts = partition_label_counts(config, len(clients))
+        results.write_run_info(run_info(config, model, sizes, label_counts, batch, device))
     return Opening(clients, batch, EpochReport(method, num_rounds, results))
-
-
-def write_run_facts(
-    results: RunResults,
-    config: RunConfig,
-    model: FullModel,
-    partition_sizes: dict[int, int],
-    label_counts: dict[int, dict[int, int]],
-    client_batch_size: int,
-    device: torch.device,
-) -> None:
-    """`run_info.json` of every method (the centralized baseline is one "client" with the whole split)."""
-    results.write_run_info(run_info(config, model, partition_sizes, label_counts, client_batch_size, device))

@@ -1,17 +1,17 @@
 """Fetch a dataset's official archives with a progress bar, verify them, and unpack them.
 
-    python -m tasks.download coco-qa --data-dir /data/datasets
+Each real dataset's module lists its `ARCHIVES`; `python -m tasks.download` fetches them, and
+a run fetches what a missing dataset needs (`tasks.registry`).
 
 Verification: the byte count must equal the server's Content-Length, and the archive must
 pass its own integrity check (every zip member's CRC, every tar member read) before it is
-unpacked. A download is written to `<name>.partial` and renamed when verified, so an
+unpacked. A download is written under a private `.partial` name and renamed when verified, so an
 interrupted one is never taken for complete. Without network, the error says which URL to
 fetch by hand and where to put the file; a file already there is verified and reused.
 """
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import shutil
 import subprocess
@@ -25,7 +25,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from tasks.atomic import atomic_file
-from tasks.preprocess import DatasetError, user_path
+from tasks.preprocess import DatasetError
 
 CHUNK = 1 << 20
 TIMEOUT_S = 30
@@ -117,20 +117,3 @@ def download(archives: list[Archive], data_dir: Path) -> None:
         for inner in archive.inner:
             verify(destination / inner)
             unpack(destination / inner, (destination / inner).parent)
-
-
-def main() -> None:
-    from tasks.datasets import REAL_DATASETS
-
-    downloadable = sorted(name for name, module in REAL_DATASETS.items() if getattr(module, "ARCHIVES", None))
-    parser = argparse.ArgumentParser(description="Download, verify and unpack a dataset's official archives.")
-    parser.add_argument("dataset", choices=downloadable)
-    parser.add_argument("--data-dir", type=user_path, required=True, help="the folder you pass as torch-data-dir")
-    args = parser.parse_args()
-    module = REAL_DATASETS[args.dataset]
-    download(module.ARCHIVES, args.data_dir.expanduser().resolve())
-    print(f"{args.dataset} is in {args.data_dir}; run with torch-data-dir='{args.data_dir}' dataset='{args.dataset}'")
-
-
-if __name__ == "__main__":
-    main()

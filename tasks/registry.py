@@ -14,9 +14,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from tasks import embedded
+from tasks.archives import download
 from tasks.data import TaskData
 from tasks.datasets import REAL_DATASETS
-from tasks.download import download
 from tasks.preprocess import DatasetError, build_split
 from tasks.spec import RandomMoment, TaskSpec, fusion_readout, fusion_types
 

@@ -11,8 +11,8 @@ import zipfile
 import pytest
 from support.fixtures_images import write_coco_qa
 
+from tasks.archives import Archive, download, fetch
 from tasks.datasets import coco_qa
-from tasks.download import Archive, download, fetch
 from tasks.preprocess import DatasetError
 from tasks.registry import load_task_data
 

@@ -379,4 +379,6 @@ def test_the_client_app_module_imports_nothing_heavy():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "['mpsl_flower', 'mpsl_flower.app.client_app', 'mpsl_flower.wire']"
+    assert (
+        result.stdout.strip() == "['mpsl_flower', 'mpsl_flower.app', 'mpsl_flower.app.client_app', 'mpsl_flower.wire']"
+    )

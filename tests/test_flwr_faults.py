@@ -14,7 +14,7 @@ so at its next step it has nothing pending to apply and simply abandons the fail
 leaves the node's context as it was. The hang is early in partition 5's epoch (22 batches of 50):
 while its ClientApp sleeps, holding one of the two Ray actors, the node's next messages run on
 the other one, and when the late handler ends it finds that the node has moved on and refuses
-(`client_store.StaleMessage`), so Flower keeps the node's newer state instead of the late one's.
+(`node.state_store.StaleMessage`), so Flower keeps the node's newer state instead of the late one's.
 
 Why 20 s, not a few: a normal reply must never come close to the timeout, or the drop count
 would not be exact; on 2 CPU cores with one of the two Ray actors asleep, an exchange with the

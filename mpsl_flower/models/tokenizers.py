@@ -108,7 +108,7 @@ class ClientModel(nn.Module):
         self.pre_norm = nn.LayerNorm(dim, eps=1e-5) if pre_layer_norm else nn.Identity()
         # created last, so the tokenizers draw the same initial weights in both modes
         self.head = nn.Linear(dim, task.num_classes) if head_on_client and task.num_classes else nn.Identity()
-        self.weight_sources: dict[str, str] = {}  # part -> file that initialised it (set by split.build)
+        self.weight_sources: dict[str, str] = {}  # part -> file that initialised it (set by models.factory)
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         sequences = {}

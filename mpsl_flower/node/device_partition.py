@@ -1,7 +1,7 @@
 """A SuperNode's own training data: its partition only, built once, memory-mapped by every later message.
 
 In deployment Flower starts a fresh ClientApp process for every message, and a device may be a
-small board. Taking the partition out of the whole task's data (`client_data.client_partition`,
+small board. Taking the partition out of the whole task's data (`node.partitions.client_partition`,
 right for a simulation whose virtual clients share one machine) would make each message parse,
 decode and text-encode the whole dataset. A device instead:
 
@@ -120,7 +120,7 @@ def _build(config: RunConfig, partition_id: int, num_partitions: int, own_data_d
 
 
 def _rows(config: RunConfig, labels: torch.Tensor, num_partitions: int) -> list[list[int]]:
-    """Every partition's rows, as `client_data` computes them, from the labels alone."""
+    """Every partition's rows, as `node.partitions` computes them, from the labels alone."""
     from tasks.partitioning import partition_rows
 
     index = SplitData({}, labels)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.download import Archive
+from tasks.archives import Archive
 from tasks.preprocess import DatasetError, Sample
 from tasks.spec import ORIGINAL_STILL_IMAGE, early_fusion_task
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tasks.archives import Archive, unpack, verify
 from tasks.datasets import karpathy
-from tasks.download import Archive, unpack, verify
 from tasks.preprocess import DatasetError, Sample
 
 FOLDER = "flickr30k"

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from tasks.download import Archive
+from tasks.archives import Archive
 from tasks.preprocess import DatasetError, Sample
 from tasks.spec import LATE_FUSION, ORIGINAL_STILL_IMAGE, RETRIEVAL, TaskSpec, TextInput
 

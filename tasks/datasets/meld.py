@@ -24,7 +24,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from tasks.download import Archive
+from tasks.archives import Archive
 from tasks.preprocess import DatasetError, Sample
 from tasks.spec import AudioInput, RandomAudioPlacement, early_fusion_task
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.download import Archive
+from tasks.archives import Archive
 from tasks.preprocess import DatasetError, Sample
 from tasks.spec import LATE_FUSION, AudioInput, ImageInput, RandomMoment, TaskSpec, fusion_readout
 
