@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tasks.registry import AUDIO_TIME_DIMENSIONS, DEFAULT_AUDIO_TIME, DEFAULT_FUSION, TASKS, configured_task
+from tasks.registry import AUDIO_TIME_DIMENSIONS, DEFAULT_AUDIO_TIME, DEFAULT_FUSION, EMBEDDED, TASKS, configured_task
 from tasks.spec import RETRIEVAL, TaskSpec
 
 
@@ -86,6 +86,22 @@ MODEL_KEYS = (
 )
 # What a resumed run may set differently: where it runs, how long it waits, how far it trains (`runs.resume`).
 RESUMABLE_CHANGES = ("resume-from", "nr-of-epochs", "step-timeout-s", "device")
+# "default" for one of `TASK_DEFAULT_KEYS` (or leaving it out) asks for the task's own value: the original's
+# example commands for the real datasets, settings that train in minutes on a CPU for the embedded tasks.
+TASK_DEFAULT = "default"
+EMBEDDED_DEFAULTS = {
+    "encoder-size": "tiny-default",
+    "nr-of-last-encoder-blocks-to-finetune": 2,
+    "start-lr": 1e-3,
+    "nr-of-epochs": 6,
+}
+PAPER_DEFAULTS = {  # ViT-B/16 Meta-Transformer, last 6 blocks (at most the encoder's depth), as the original's runs
+    "encoder-size": "vit-b16",
+    "nr-of-last-encoder-blocks-to-finetune": 6,
+    "start-lr": 1e-4,
+    "nr-of-epochs": 15,
+}
+TASK_DEFAULT_KEYS = tuple(PAPER_DEFAULTS)
 DEFAULT_OUTPUT_DIR = "~/mpsl-flower-results"
 DEFAULT_CACHE_DIR = "~/.cache/mpsl-flower"
 
@@ -107,16 +123,21 @@ class RunConfig:
     split_type: str = field(default="noniid", metadata=_key("dataset-split-type", choices=SPLIT_TYPES))
     dirichlet_alpha: float = field(default=0.5, metadata=_key("dirichlet-alpha", positive=True))
     batch_size: int = field(default=500, metadata=_key("batch-size", minimum=1))
-    num_epochs: int = field(default=6, metadata=_key("nr-of-epochs", minimum=1))
-    finetune_blocks: int = field(default=2, metadata=_key("nr-of-last-encoder-blocks-to-finetune", minimum=-1))
+    num_epochs: int = field(default=EMBEDDED_DEFAULTS["nr-of-epochs"], metadata=_key("nr-of-epochs", minimum=1))
+    finetune_blocks: int = field(
+        default=EMBEDDED_DEFAULTS["nr-of-last-encoder-blocks-to-finetune"],
+        metadata=_key("nr-of-last-encoder-blocks-to-finetune", minimum=-1),
+    )
     freeze_encoder: bool = field(default=False, metadata=_key("freeze-encoder"))
-    learning_rate: float = field(default=1e-3, metadata=_key("start-lr", positive=True))
+    learning_rate: float = field(default=EMBEDDED_DEFAULTS["start-lr"], metadata=_key("start-lr", positive=True))
     lr_step_size: int = field(default=5, metadata=_key("lr-step-size", minimum=1))
     lr_gamma: float = field(default=0.1, metadata=_key("lr-gamma", positive=True))
     seed: int = field(default=2024, metadata=_key("random-seed", minimum=0))
     pre_layer_norm: bool = field(default=True, metadata=_key("use-pre-layer-norm"))
     post_layer_norm: bool = field(default=False, metadata=_key("use-post-layer-norm"))
-    encoder_size: str = field(default="tiny-default", metadata=_key("encoder-size", choices=tuple(ENCODER_SIZES)))
+    encoder_size: str = field(
+        default=EMBEDDED_DEFAULTS["encoder-size"], metadata=_key("encoder-size", choices=tuple(ENCODER_SIZES))
+    )
     text_encoder: str = field(default="auto", metadata=_key("text-encoder", choices=TEXT_ENCODERS))
     data_dir: str = field(default="", metadata=_key("torch-data-dir", path="existing"))
     cache_dir: str = field(default=DEFAULT_CACHE_DIR, metadata=_key("pre-processors-cache-dir", path="created"))
@@ -156,6 +177,7 @@ class RunConfig:
     label_privacy: str = field(default="none", metadata=_key("label-privacy", choices=LABEL_PRIVACY_MODES))
     label_attack_report: bool = field(default=False, metadata=_key("label-attack-report"))
     resume_from: str = field(default="", metadata=_key("resume-from", path="server"))  # checked by RunResults
+    allow_missing_weights: bool = field(default=False, metadata=_key("allow-missing-weights"))
 
     @functools.cached_property
     def task(self) -> TaskSpec:
@@ -245,12 +267,27 @@ def _check_value(f: dataclasses.Field, value) -> None:
             raise ConfigError(f"{key}={value!r} does not exist: create it, or set {key} to an existing folder")
 
 
+def task_defaults(run_config: Mapping[str, object]) -> dict[str, object]:
+    """The values `TASK_DEFAULT_KEYS` take where `run_config` leaves them out or says "default": the original's
+    example command for a real dataset, the fast CPU settings for an embedded one (the blocks trained are at
+    most the encoder's depth). The run logs them, so a user sees which settings nobody chose."""
+    dataset = str(run_config.get("dataset", RunConfig.dataset))
+    defaults = dict(EMBEDDED_DEFAULTS if DATASET_ALIASES.get(dataset, dataset) in EMBEDDED else PAPER_DEFAULTS)
+    chosen = {key: run_config[key] for key in TASK_DEFAULT_KEYS if run_config.get(key, TASK_DEFAULT) != TASK_DEFAULT}
+    size = ENCODER_SIZES.get(str(chosen.get("encoder-size", defaults["encoder-size"])))
+    blocks = "nr-of-last-encoder-blocks-to-finetune"
+    if size is not None:
+        defaults[blocks] = min(defaults[blocks], size.depth)
+    return {key: value for key, value in defaults.items() if key not in chosen}
+
+
 def parse_run_config(run_config: Mapping[str, object]) -> RunConfig:
     """Build and validate a `RunConfig` from Flower's run config (hyphenated keys)."""
     fields = {f.metadata["key"]: f for f in dataclasses.fields(RunConfig)}
     unknown = sorted(set(run_config) - set(fields))
     if unknown:
         raise ConfigError(f"unknown run-config keys {unknown}; known keys: {', '.join(fields)}")
+    run_config = {**run_config, **task_defaults(run_config)}
     values = {}
     for key, f in fields.items():
         if key in run_config:

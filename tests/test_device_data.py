@@ -12,7 +12,7 @@ from flwr.app import Context, RecordDict
 from support.fixtures_images import write_coco_qa
 
 from mpsl_flower import wire
-from mpsl_flower.config import parse_run_config
+from mpsl_flower.config import EMBEDDED_DEFAULTS, parse_run_config
 from mpsl_flower.node.device_partition import MANIFEST, device_partition, partition_folder
 from mpsl_flower.node.partitions import client_partition
 from mpsl_flower.node.training_data import node_partition
@@ -50,7 +50,12 @@ def test_a_device_holds_the_partition_a_simulation_gives_it_memory_mapped(tmp_pa
 
 def test_a_device_decodes_only_its_own_samples_of_a_real_dataset(tmp_path):
     write_coco_qa(tmp_path / "data", per_answer=6, test_only_answer=None)
-    settings = {"dataset": "coco-qa", "torch-data-dir": str(tmp_path / "data"), "dataset-split-type": "iid"}
+    settings = {
+        **EMBEDDED_DEFAULTS,
+        "dataset": "coco-qa",
+        "torch-data-dir": str(tmp_path / "data"),
+        "dataset-split-type": "iid",
+    }
     config = parse_run_config({**settings, "pre-processors-cache-dir": str(tmp_path / "device-cache")})
     own = device_partition(config, 1, NUM_PARTITIONS)
     decoded = list((tmp_path / "device-cache" / "coco-qa").glob("*/labels.npy"))
@@ -64,7 +69,12 @@ def test_a_device_decodes_only_its_own_samples_of_a_real_dataset(tmp_path):
 def test_a_device_with_its_own_files_takes_their_whole_training_split(tmp_path):
     facts = write_coco_qa(tmp_path / "device-files", per_answer=2, test_only_answer=None)
     config = parse_run_config(
-        {"dataset": "coco-qa", "pre-processors-cache-dir": str(tmp_path / "cache"), "dataset-split-type": "iid"}
+        {
+            **EMBEDDED_DEFAULTS,
+            "dataset": "coco-qa",
+            "pre-processors-cache-dir": str(tmp_path / "cache"),
+            "dataset-split-type": "iid",
+        }
     )
     own = device_partition(config, 0, 50, own_data_dir=tmp_path / "device-files")
     assert len(own) == facts["train"]

@@ -16,7 +16,7 @@ from support.inprocess_grid import InProcessGrid
 from mpsl_flower import wire
 from mpsl_flower.app import client_app as client_module
 from mpsl_flower.app import server_app
-from mpsl_flower.config import ENCODER_SIZES, ConfigError, parse_run_config
+from mpsl_flower.config import EMBEDDED_DEFAULTS, ENCODER_SIZES, ConfigError, parse_run_config
 from mpsl_flower.measure.label_attacks import direct_attack, majority_rate
 from mpsl_flower.models.trainable import trainable_arrays
 from mpsl_flower.node import progress as node_progress
@@ -100,6 +100,7 @@ def test_the_u_shaped_mode_keeps_the_head_on_the_clients_and_matches_the_runner(
 def test_retrieval_has_no_head_so_the_u_shaped_mode_trains_exactly_as_the_paper(tmp_path):
     write_karpathy(tmp_path / "data", "flickr30k")
     run_config = {
+        **EMBEDDED_DEFAULTS,
         "dataset": "flickr30k",
         "torch-data-dir": str(tmp_path / "data"),
         "pre-processors-cache-dir": str(tmp_path / "cache"),

@@ -22,7 +22,7 @@ from support.strategy_runs import epoch_records, run_strategy
 
 from mpsl_flower.app import client_app as client_module
 from mpsl_flower.app import server_app
-from mpsl_flower.config import parse_run_config
+from mpsl_flower.config import EMBEDDED_DEFAULTS, parse_run_config
 from mpsl_flower.runs.readers import read_metrics
 from mpsl_flower.split.model_inputs import load_inputs
 from mpsl_flower.split.runner import InProcessRunner
@@ -32,6 +32,7 @@ CPU = torch.device("cpu")
 
 def _run_config(tmp_path, dataset: str) -> dict:
     return {
+        **EMBEDDED_DEFAULTS,  # the small encoder and its settings, on the real dataset's files
         "dataset": dataset,
         "torch-data-dir": str(tmp_path / "data"),
         "pre-processors-cache-dir": str(tmp_path / "cache"),

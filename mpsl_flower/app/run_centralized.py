@@ -12,7 +12,7 @@ import sys
 
 from flwr.common.config import parse_config_args
 
-from mpsl_flower.app.server_app import train
+from mpsl_flower.app.server_app import log_task_defaults, train
 from mpsl_flower.config import parse_run_config
 from mpsl_flower.logs import show_project_logs
 
@@ -25,9 +25,11 @@ def main() -> None:
     args = parser.parse_args()
     show_project_logs()
     try:  # the same parser and the same checks as `flwr run --run-config`
-        config = parse_run_config({**parse_config_args([args.run_config]), "method": "centralized"})
+        overrides = {**parse_config_args([args.run_config]), "method": "centralized"}
+        config = parse_run_config(overrides)
     except Exception as error:  # noqa: BLE001 - any parse failure is the user's input: one line, no traceback
         sys.exit(f"Invalid run config: {error}")
+    log_task_defaults(config, overrides)
     _, results = train(config, grid=None)
     print(f"results in {results.folder}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from logging import INFO
 
 import torch
@@ -10,15 +11,17 @@ from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Result, Strategy
 
-from mpsl_flower.config import RunConfig, parse_run_config
+from mpsl_flower.config import RunConfig, parse_run_config, task_defaults
 from mpsl_flower.logs import show_project_logs
 from mpsl_flower.models.factory import resolve_device
+from mpsl_flower.models.pretrained import require_weight_files
 from mpsl_flower.runs.writer import RunResults
 from mpsl_flower.split.model_inputs import load_inputs
 from strategies.centralized import Centralized
 from strategies.fedavg import FederatedAveraging
 from strategies.global_model import central_evaluation, initial_arrays
 from strategies.mpsl import MpslStrategy
+from tasks.registry import EMBEDDED
 
 STRATEGIES = {
     "mpsl": MpslStrategy,
@@ -34,11 +37,22 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     config = parse_run_config(context.run_config)
+    log_task_defaults(config, context.run_config)
     train(config, grid, run_label=str(grid.run.run_id))
+
+
+def log_task_defaults(config: RunConfig, run_config: Mapping[str, object]) -> None:
+    """Say which of the task-dependent settings nobody chose, and the values they took (`config.task_defaults`)."""
+    defaults = task_defaults(run_config)
+    if defaults:
+        origin = "fast CPU settings" if config.dataset in EMBEDDED else "the original's example command"
+        chosen = ", ".join(f"{key}={value!r}" for key, value in defaults.items())
+        log(INFO, "[%s] %s's defaults (%s): %s", config.method, config.dataset, origin, chosen)
 
 
 def train(config: RunConfig, grid: Grid | None, run_label: str = "") -> tuple[Result, RunResults]:
     """Train with `config.method` over the nodes of `grid` (None: centralized without Flower's runtime)."""
+    require_weight_files(config)
     device = resolve_device(config)
     results = RunResults(config, run_label)
     log(

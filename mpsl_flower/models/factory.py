@@ -24,8 +24,10 @@ from tasks.spec import RETRIEVAL
 def new_client_model(config: RunConfig, pretrained: bool = True) -> ClientModel:
     """The initial client-side model (same weights for every client): pretrained where files exist.
 
-    `pretrained=False` skips reading the weight files, for a model whose weights are about
-    to be replaced by saved ones (a client resuming from its node state).
+    `pretrained=False` skips reading the weight files, for a model whose trainable weights are
+    about to be replaced by saved ones (a client resuming from its node state, the averaged model).
+    A tokenizer frozen by `trainable-params-key` is never saved or averaged, so the files are read
+    all the same when the model has one: it must keep its pretrained weights there too.
     """
     size = ENCODER_SIZES[config.encoder_size]
     torch.manual_seed(config.seed)
@@ -37,12 +39,12 @@ def new_client_model(config: RunConfig, pretrained: bool = True) -> ClientModel:
         config.audio_tokenizer == "ast",
         head_on_client=config.head_on_client,
     )
-    if pretrained:
+    frozen = [getattr(model, m) for m in ("image", "audio") if m not in config.trainable_tokenizers()]
+    frozen = [tokenizer for tokenizer in frozen if tokenizer is not None]
+    if pretrained or frozen:
         model.weight_sources = initialise_client_model(model, config)
-    for modality in ("image", "audio"):
-        tokenizer = getattr(model, modality)
-        if tokenizer is not None and modality not in config.trainable_tokenizers():
-            tokenizer.requires_grad_(False)  # `trainable-params-key`: it keeps its initial (pretrained) weights
+    for tokenizer in frozen:
+        tokenizer.requires_grad_(False)  # `trainable-params-key`: it keeps its initial (pretrained) weights
     return model
 
 

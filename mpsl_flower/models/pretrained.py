@@ -10,14 +10,17 @@ get it; `checkpoints` reads each format.
 |---|---|---|
 | encoder blocks | Meta-Transformer encoder, else the vision checkpoint's blocks | random init |
 | image tokenizer | vision checkpoint: `conv1`, `class_embedding`, `positional_embedding` | random init |
-| pre-LN, post-LN | vision checkpoint: `ln_pre`, `ln_post` | random init |
+| pre-LN, post-LN | vision checkpoint: `ln_pre`, `ln_post` (tasks with images only) | default init (ones, zeros) |
 | audio tokenizer | AST AudioSet checkpoint | random init |
 | text encoder (`auto`) | OpenAI CLIP folder (B/16 to 768 wide, L/14 above), else OpenCLIP | MiniLM, bag of words |
 
 The vision checkpoint is the OpenCLIP file of the size (B, L, H), or for ViT-Ti/16 and ViT-S/16
 the original's transformers ViT (`WinKawaks/vit-*-patch16-224`), read in OpenCLIP's names; it
-has no `ln_pre`, so pre-LN stays random there, as in the original. As in the original too,
-ViT-Ti/16 and ViT-S/16 get the CLIP token ids themselves as text features.
+has no `ln_pre`, so pre-LN keeps its default init there, as in the original. As in the original too,
+ViT-Ti/16 and ViT-S/16 get the CLIP token ids themselves as text features. A task without images
+(MELD) reads no vision checkpoint for its norms, as the original's MELD model loads only AST: its
+pre-LN and post-LN keep their default init even when the file is there (its encoder blocks still
+come from the file when no Meta-Transformer file is present, a fallback the original lacks).
 
 A missing file is not an error: the part falls back as above, a warning names the file,
 the folder to put it in and where to get it, and the returned sources record it for the
@@ -37,7 +40,7 @@ from pathlib import Path
 
 import torch
 
-from mpsl_flower.config import CLIP_TEXT_WIDTH, ENCODER_SIZES, MINILM_WIDTH, RunConfig
+from mpsl_flower.config import CLIP_TEXT_WIDTH, ENCODER_SIZES, MINILM_WIDTH, ConfigError, RunConfig
 from mpsl_flower.models.checkpoints import (
     ast_audio_tokenizer,
     hf_vit_as_open_clip,
@@ -57,6 +60,7 @@ from mpsl_flower.models.text_encoders import (
     token_ids_text_encoder,
 )
 from mpsl_flower.models.tokenizers import ClientModel
+from tasks.registry import EMBEDDED
 
 MODEL_WEIGHTS_KEY = "model-weights-dir"
 TOKENIZER_WEIGHTS_KEY = "tokenizer-weights-cache-dir"
@@ -152,6 +156,7 @@ AST_FILES = {
 
 logger = logging.getLogger(__name__)
 RANDOM = "random init"
+NO_IMAGE_NORM = "default init (a task without images reads no vision checkpoint, as the original)"
 CLIP_B16_MAX_WIDTH = 768  # wider encoders get the original's ViT-L/14 text encoder
 # The original's ViT-Ti/16 and ViT-S/16 are narrower than CLIP's text feature: it feeds them the token ids.
 TOKEN_ID_SIZES = ("vit-ti16", "vit-s16")
@@ -195,8 +200,8 @@ def client_initial_state(config: RunConfig) -> tuple[dict[str, torch.Tensor], di
     size, task = ENCODER_SIZES[config.encoder_size], config.task
     template = ClientModel(task, size.dim, size.patch, config.pre_layer_norm, config.audio_tokenizer == "ast")
     state, sources = {}, {}
-    needed = task.image is not None or config.pre_layer_norm
-    clip_path, clip = _vision_checkpoint(config) if needed else (None, None)  # only the extracted parts are kept
+    # only the extracted parts are kept; a task without images reads none (the original's MELD model)
+    clip_path, clip = _vision_checkpoint(config) if task.image is not None else (None, None)
     if task.image is not None:
         sources["image tokenizer"] = str(clip_path or RANDOM)
         if clip_path:
@@ -204,7 +209,7 @@ def client_initial_state(config: RunConfig) -> tuple[dict[str, torch.Tensor], di
             state.update({f"image.{key}": value for key, value in parts.items()})
     if config.pre_layer_norm:
         has_pre_norm = clip is not None and "visual.ln_pre.weight" in clip  # a transformers ViT has none
-        sources["pre-LayerNorm"] = str(clip_path) if has_pre_norm else RANDOM
+        sources["pre-LayerNorm"] = str(clip_path) if has_pre_norm else _norm_fallback(config)
         if has_pre_norm:
             norm = open_clip_layer_norm(clip, "ln_pre", size.dim, clip_path)
             state.update({f"pre_norm.{key}": value for key, value in norm.items()})
@@ -227,11 +232,18 @@ def initialise_client_model(model: ClientModel, config: RunConfig) -> dict[str, 
     return sources
 
 
+def _norm_fallback(config: RunConfig) -> str:
+    """What a pre- or post-LN starts from when the vision checkpoint does not initialise it."""
+    return RANDOM if config.task.image is not None else NO_IMAGE_NORM
+
+
 def initialise_server_model(encoder: Encoder, post_norm: torch.nn.Module, config: RunConfig) -> dict[str, str]:
-    """Load the encoder blocks (and CLIP's `ln_post` when post-LN is on); returns the sources."""
+    """Load the encoder blocks (and CLIP's `ln_post` when post-LN is on and the task has images, as the
+    original); returns the sources."""
     sources = {}
     meta_path = _find(META_TRANSFORMER_FILES, config)
-    clip_path, clip = _vision_checkpoint(config) if config.post_layer_norm or not meta_path else (None, None)
+    post_from_clip = config.post_layer_norm and config.task.image is not None
+    clip_path, clip = _vision_checkpoint(config) if post_from_clip or not meta_path else (None, None)
     if meta_path:
         load_meta_transformer(encoder, read_state_dict(meta_path), meta_path)
         sources["encoder"] = str(meta_path)
@@ -241,8 +253,8 @@ def initialise_server_model(encoder: Encoder, post_norm: torch.nn.Module, config
     else:
         sources["encoder"] = RANDOM
     if config.post_layer_norm:
-        sources["post-LayerNorm"] = str(clip_path or RANDOM)
-        if clip_path:
+        sources["post-LayerNorm"] = str(clip_path) if post_from_clip and clip_path else _norm_fallback(config)
+        if post_from_clip and clip_path:
             dim = ENCODER_SIZES[config.encoder_size].dim
             post_norm.load_state_dict(open_clip_layer_norm(clip, "ln_post", dim, clip_path))
     return sources
@@ -251,12 +263,12 @@ def initialise_server_model(encoder: Encoder, post_norm: torch.nn.Module, config
 def resolve_text_encoder(config: RunConfig) -> FrozenTextEncoder:
     """The frozen text encoder of this run (see the module table); cheap until it encodes."""
     width = ENCODER_SIZES[config.encoder_size].dim
-    if config.text_encoder == "token-ids" or (config.text_encoder == "auto" and config.encoder_size in TOKEN_ID_SIZES):
+    if _uses_token_ids(config):
         return token_ids_text_encoder()
-    if config.text_encoder in ("auto", "clip") and width >= CLIP_TEXT_WIDTH:
-        openai_path = _find_file(OPENAI_CLIP_TEXT_B16 if width <= CLIP_B16_MAX_WIDTH else OPENAI_CLIP_TEXT_L14, config)
-        if openai_path:
-            return openai_clip_text_encoder(openai_path)
+    openai = _openai_clip_text_file(config)
+    openai_path = _find_file(openai, config) if openai else None
+    if openai_path:
+        return openai_clip_text_encoder(openai_path)
     if config.text_encoder in ("auto", "openclip"):
         clip_path = _find(OPEN_CLIP_FILES, config)
         if clip_path:
@@ -264,3 +276,56 @@ def resolve_text_encoder(config: RunConfig) -> FrozenTextEncoder:
     if config.text_encoder == "bag-of-words" or (config.text_encoder != "minilm" and width < MINILM_WIDTH):
         return bag_of_words_text_encoder(config.seed)
     return minilm_text_encoder()
+
+
+def missing_weight_files(config: RunConfig) -> list[WeightFile]:
+    """The official files the run's model loads (see the module table) that are not in their folders."""
+    task, size = config.task, config.encoder_size
+    vision = OPEN_CLIP_FILES.get(size) or HF_VIT_FILES.get(size)
+    wanted = [META_TRANSFORMER_FILES.get(size) or vision]  # the encoder, from the vision tower without its own file
+    if task.image is not None:
+        wanted.append(vision)  # image tokenizer and pre-LayerNorm
+    if task.audio is not None:
+        wanted.append(AST_FILES.get(size))
+    if task.text is not None:
+        wanted.append(_text_encoder_file(config))
+    unique = {entry: None for entry in wanted if entry is not None}
+    return [entry for entry in unique if entry.find(config.folder(entry.folder_key)) is None]
+
+
+def _uses_token_ids(config: RunConfig) -> bool:
+    return config.text_encoder == "token-ids" or (
+        config.text_encoder == "auto" and config.encoder_size in TOKEN_ID_SIZES
+    )
+
+
+def _openai_clip_text_file(config: RunConfig) -> WeightFile | None:
+    """The original's text encoder for this width (B/16 up to 768 wide, L/14 above), when the config takes it."""
+    width = ENCODER_SIZES[config.encoder_size].dim
+    if config.text_encoder in ("auto", "clip") and width >= CLIP_TEXT_WIDTH:
+        return OPENAI_CLIP_TEXT_B16 if width <= CLIP_B16_MAX_WIDTH else OPENAI_CLIP_TEXT_L14
+    return None
+
+
+def _text_encoder_file(config: RunConfig) -> WeightFile | None:
+    """The file `resolve_text_encoder` reads first for this config; None for text encoders that need none."""
+    if _uses_token_ids(config):
+        return None
+    if config.text_encoder == "openclip":
+        return OPEN_CLIP_FILES.get(config.encoder_size)
+    return _openai_clip_text_file(config)
+
+
+def require_weight_files(config: RunConfig) -> None:
+    """Stop a run on a real dataset whose model would start from fallbacks for want of official files, naming
+    each file, its folder and where to get it; `allow-missing-weights=true` trains with the fallbacks. The
+    embedded tasks, and encoders without official files (`tiny-default`, `bag-of-words`), need none."""
+    if config.dataset in EMBEDDED or config.allow_missing_weights:
+        return
+    missing = missing_weight_files(config)
+    if missing:
+        files = "; ".join(entry.missing_message(config.folder(entry.folder_key)) for entry in missing)
+        raise ConfigError(
+            f"dataset={config.dataset!r} with encoder-size={config.encoder_size!r} loads official weight files that "
+            f"are missing: {files}. Put them there, or set allow-missing-weights=true to train with the fallbacks"
+        )

@@ -7,7 +7,7 @@ from torch import nn
 
 from mpsl_flower.config import EncoderSize
 from mpsl_flower.models.encoder import Encoder
-from tasks.spec import RETRIEVAL, TaskSpec
+from tasks.spec import LATE_FUSION, RETRIEVAL, TaskSpec
 
 UNIFIED_ADAPTER = "unified"  # one adapter that every modality shares
 
@@ -16,7 +16,9 @@ class FeatureAdapter(nn.Module):
     """FedCLIP's adapter: Linear, Tanh, Linear, Softmax; its output scales the feature elementwise.
 
     As in the original, the softmax runs over axis 1: for a pooled feature [B, D] that is the
-    feature axis; for retrieval's caption outputs [B, k, D] it is the axis of the k captions.
+    feature axis; for retrieval's caption outputs [B, k, D] it is the axis of the k captions; for
+    a one-token output kept as [B, 1, D] it is that one token: the softmax is 1, the adapter the
+    identity, and its weights get zero gradients.
     """
 
     def __init__(self, dim: int) -> None:
@@ -32,7 +34,9 @@ class ServerModel(nn.Module):
 
     Late fusion runs the same encoder separately on each stream; the readout averages the
     encoder outputs at the task's (stream, position) pairs, each first scaled by the adapter
-    of its modality when `adapter_modalities` names it (FedCLIP).
+    of its modality when `adapter_modalities` names it (FedCLIP). As in the original's image-text
+    classification (COCO-QA, B-T4SA) with late fusion, the text output is adapted as the whole
+    one-token sequence [B, 1, D], so there the text's adapter (or the unified one) has no effect.
 
     Retrieval has no head: the output is [B, 1 + k, D], the image CLS output followed by the
     outputs of the k caption tokens, which go through the encoder together as one k-token
@@ -57,6 +61,8 @@ class ServerModel(nn.Module):
         self.readout = task.readout
         self.retrieval = task.objective == RETRIEVAL
         self.objective = objective or task.objective
+        image_text_late = task.fusion == LATE_FUSION and task.modalities == ("image", "text")
+        self.sequence_adapted = ("text",) if image_text_late and not self.retrieval else ()
         head_here = not self.retrieval and not head_on_client
         if self.retrieval:
             self.output_shape: tuple[int, ...] = (1 + task.text.per_sample, size.dim)
@@ -66,7 +72,7 @@ class ServerModel(nn.Module):
         self.adapters = nn.ModuleDict({modality: FeatureAdapter(size.dim) for modality in adapter_modalities})
         self.post_norm = nn.LayerNorm(size.dim, eps=1e-5) if post_layer_norm else nn.Identity()
         self.head = nn.Linear(size.dim, task.num_classes) if head_here else nn.Identity()
-        self.weight_sources: dict[str, str] = {}  # part -> file that initialised it (set by split.build)
+        self.weight_sources: dict[str, str] = {}  # part -> file that initialised it (set by models.factory)
 
     def forward(self, streams: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.retrieval:
@@ -74,7 +80,10 @@ class ServerModel(nn.Module):
         encoded = {name: self.encoder(tokens) for name, tokens in streams.items()}
         features = []
         for name, position, modality in self.readout:
-            features.append(self._adapted(modality, encoded[name][:, position]))
+            if modality in self.sequence_adapted:  # the original adapts [B, 1, D]: softmax over one token
+                features.append(self._adapted(modality, encoded[name][:, position : position + 1])[:, 0])
+            else:
+                features.append(self._adapted(modality, encoded[name][:, position]))
         return self.head(self.post_norm(torch.stack(features).mean(dim=0)))
 
     def _embeddings(self, streams: dict[str, torch.Tensor]) -> torch.Tensor:

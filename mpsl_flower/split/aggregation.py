@@ -25,6 +25,7 @@ def weighted_average(states: list[dict[str, np.ndarray]], weights: list[int]) ->
 
 def averaged_client_model(config: RunConfig, states: list[dict[str, np.ndarray]], weights: list[int]) -> ClientModel:
     """The sample-weighted average of client weights, for evaluation and saving only (clients keep their own)."""
-    model = new_client_model(config, pretrained=False)  # every trainable weight is replaced below
+    # every trainable weight is replaced below; a frozen tokenizer still gets its pretrained weights
+    model = new_client_model(config, pretrained=False)
     load_trainable(model, weighted_average(states, weights))
     return model
