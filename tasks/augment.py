@@ -12,7 +12,9 @@ input: the middle moment and the centre crop, or the clip's start at the start o
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping
+from fractions import Fraction
 
 import numpy as np
 import torch
@@ -22,6 +24,15 @@ from tasks.data import Column, StepView, take
 from tasks.spec import AudioInput, ImageInput, RandomAudioPlacement, RandomMoment
 
 WAVEFORM, WAVEFORM_LENGTH = "waveform", "waveform_length"  # RandomAudioPlacement's cache columns
+MELD_SAMPLE_RATE = 48_000  # MELD's audio, at which the original cuts its clips
+
+
+def original_clip_samples(clip_seconds: float) -> int:
+    """Samples at 16 kHz of a MELD clip the original's way: it cuts `ceil(Fraction(clip_seconds) x 48,000)`
+    samples at 48 kHz (the float 2.56 is a hair above 2.56: 122,881), and torchaudio's Resample keeps
+    `ceil(samples / 3)` of them (40,961 for 2.56 s, where 2.56 x 16,000 is 40,960)."""
+    source_samples = math.ceil(Fraction(clip_seconds) * MELD_SAMPLE_RATE)
+    return math.ceil(Fraction(source_samples * SAMPLE_RATE, MELD_SAMPLE_RATE))
 
 
 def input_generator(*key: object) -> torch.Generator:
@@ -87,7 +98,7 @@ class PlacementView(StepView):
     def __init__(self, augmentation: RandomAudioPlacement, audio: AudioInput, random_start: bool) -> None:
         self.audio = audio
         self.random_start = random_start
-        self.clip_samples = round(augmentation.clip_seconds * SAMPLE_RATE)
+        self.clip_samples = original_clip_samples(augmentation.clip_seconds)
         self.window_samples = round(augmentation.window_seconds * SAMPLE_RATE)
 
     def inputs(

@@ -8,8 +8,10 @@ the start of the waveform),
 with a progress bar. The key hashes the settings and every sample's files (path, size,
 modification time), so changed data or settings build a new cache, never reuse a stale one.
 A sample whose file is missing or corrupt is skipped, named in a warning and in
-`skipped.txt`, and counted; it never stops the run. The build writes to a temporary
-folder and renames it when complete, so an interrupted build is never mistaken for a cache.
+`skipped.txt`, and counted; it never stops the run. A truncated image is loaded, as the original
+loads it, and named in `truncated.txt` (`truncated_images` counts them for `run_info.json`).
+The build writes to a temporary folder and renames it when complete, so an interrupted build is
+never mistaken for a cache.
 """
 
 from __future__ import annotations
@@ -29,13 +31,14 @@ from tasks.atomic import atomic_folder
 from tasks.audio import SAMPLE_RATE, waveform_to_fbank, window_samples
 from tasks.augment import WAVEFORM, WAVEFORM_LENGTH, step_view
 from tasks.data import DiskColumn, SplitData
-from tasks.media import MediaError, load_audio, load_frame, load_image, media_duration
+from tasks.media import MediaError, load_audio, load_frame, load_image_noting_truncation, media_duration
 from tasks.spec import RandomAudioPlacement, RandomMoment, TaskSpec
 
 logger = logging.getLogger(__name__)
-CACHE_VERSION = "2"  # bump when decoding changes, to invalidate every cache
+CACHE_VERSION = "3"  # bump when decoding changes, to invalidate every cache (3: float32 fbanks, the original's audio)
 DONE_FILE = "complete.json"
 SKIPPED_FILE = "skipped.txt"
+TRUNCATED_FILE = "truncated.txt"
 LISTED_SKIPS = 5
 
 
@@ -85,7 +88,7 @@ def _columns(spec: TaskSpec, count: int) -> dict[str, tuple[tuple[int, ...], np.
     if isinstance(augmentation, RandomMoment):
         moments, height, width = augmentation.moments, augmentation.stored_height, augmentation.stored_width
         columns["image"] = ((count, moments, 3, height, width), np.uint8)
-        columns["fbank"] = ((count, moments, spec.audio.num_frames, spec.audio.num_mel_bins), np.float16)
+        columns["fbank"] = ((count, moments, spec.audio.num_frames, spec.audio.num_mel_bins), np.float32)
         return columns
     if spec.image is not None:
         columns["image"] = ((count, 3, spec.image.size, spec.image.size), np.uint8)
@@ -97,38 +100,60 @@ def _columns(spec: TaskSpec, count: int) -> dict[str, tuple[tuple[int, ...], np.
     return columns
 
 
+def _window(waveform: torch.Tensor, start_seconds: float, end_seconds: float) -> torch.Tensor:
+    """The samples from `int(start x 16,000)` to `int(end x 16,000)`, cut as the original cuts its windows."""
+    return waveform[:, int(start_seconds * SAMPLE_RATE) : int(end_seconds * SAMPLE_RATE)]
+
+
 def _moments(spec: TaskSpec, moments: RandomMoment, clip: Path) -> dict[str, np.ndarray]:
     """Frame and fbank at each stratified moment of the video: the fbank of the audio window centred
-    on the moment, cut at the video's ends and zero-padded at its end, as the original's."""
+    on the moment, cut at the video's ends and zero-padded at its end, as the original's. The whole track
+    is resampled once and windows are cut from it, as the original does."""
     duration = media_duration(clip)
+    waveform = load_audio(clip)
     window_seconds = window_samples(spec.audio.num_frames) / SAMPLE_RATE
     frames, fbanks = [], []
     for k in range(moments.moments):
         moment = (k + 0.5) / moments.moments * duration
         frames.append(load_frame(clip, moment, moments.stored_height, moments.stored_width))
         start, end = max(0.0, moment - window_seconds / 2), min(duration, moment + window_seconds / 2)
-        waveform = load_audio(clip, start, end - start)
-        fbanks.append(waveform_to_fbank(waveform, SAMPLE_RATE, spec.audio.num_frames, original=True).numpy())
-    return {"image": np.stack(frames), "fbank": np.stack(fbanks).astype(np.float16)}
+        window = _window(waveform, start, end)
+        fbanks.append(waveform_to_fbank(window, SAMPLE_RATE, spec.audio.num_frames, original=True).numpy())
+    return {"image": np.stack(frames), "fbank": np.stack(fbanks)}
 
 
 def _stored_waveform(placement: RandomAudioPlacement, clip: Path) -> dict[str, np.ndarray]:
     """The first `stored_seconds` of the clip's audio, zero-padded, and how many samples are real."""
-    waveform = load_audio(clip, 0.0, placement.stored_seconds)[0].numpy()
+    waveform = load_audio(clip)[0].numpy()
     stored = np.zeros(round(placement.stored_seconds * SAMPLE_RATE), dtype=np.float32)
     stored[: len(waveform)] = waveform[: len(stored)]
     return {WAVEFORM: stored, WAVEFORM_LENGTH: np.int64(min(len(waveform), len(stored)))}
 
 
-def _decode(spec: TaskSpec, sample: Sample) -> dict[str, np.ndarray]:
-    augmentation, values = spec.augmentation, {}
+def _decode(spec: TaskSpec, sample: Sample) -> tuple[dict[str, np.ndarray], bool]:
+    """The sample's cached values, and whether its image file was truncated (loaded all the same)."""
+    augmentation, values, truncated = spec.augmentation, {}, False
     if sample.image is not None:
-        values["image"] = load_image(Path(sample.image), spec.image.size, stretch=spec.image.resize == "stretch")
+        stretch = spec.image.resize == "stretch"
+        values["image"], truncated = load_image_noting_truncation(Path(sample.image), spec.image.size, stretch)
     if isinstance(augmentation, RandomMoment):
         values |= _moments(spec, augmentation, Path(sample.clip))
     elif isinstance(augmentation, RandomAudioPlacement):
         values |= _stored_waveform(augmentation, Path(sample.clip))
-    return values
+    return values, truncated
+
+
+def truncated_images(split: SplitData) -> int | None:
+    """How many of a cached split's image files were truncated and loaded all the same (`truncated.txt` of
+    its cache folder); None for a split that is not read from the cache."""
+    folders = {
+        Path(column.array.filename).parent
+        for column in split.inputs.values()
+        if isinstance(column, DiskColumn) and getattr(column.array, "filename", None)
+    }
+    if len(folders) != 1:
+        return None
+    return len((folders.pop() / TRUNCATED_FILE).read_text().splitlines())
 
 
 def build_split(spec: TaskSpec, samples: list[Sample], cache_root: Path, split: str) -> SplitData:
@@ -154,13 +179,15 @@ def _build(spec: TaskSpec, samples: list[Sample], folder: Path, split: str) -> N
             name: np.lib.format.open_memmap(partial / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
             for name, (shape, dtype) in _columns(spec, len(samples)).items()
         }
-        labels, texts, skipped = [], [], []
+        labels, texts, skipped, truncated = [], [], [], []
         for sample in tqdm(samples, desc=f"preprocessing {spec.name} {split}", unit="sample", mininterval=2):
             try:
-                values = _decode(spec, sample)
+                values, was_truncated = _decode(spec, sample)
             except MediaError as error:
                 skipped.append(str(error))
                 continue
+            if was_truncated:
+                truncated.append(sample.image)
             for name, value in values.items():
                 arrays[name][len(labels)] = value
             labels.append(sample.label)
@@ -170,10 +197,20 @@ def _build(spec: TaskSpec, samples: list[Sample], folder: Path, split: str) -> N
         np.save(partial / "labels.npy", np.asarray(labels, dtype=np.int64))
         (partial / "texts.json").write_text(json.dumps(texts))
         (partial / SKIPPED_FILE).write_text("".join(f"{reason}\n" for reason in skipped))
+        (partial / TRUNCATED_FILE).write_text("".join(f"{path}\n" for path in truncated))
         (partial / DONE_FILE).write_text(json.dumps({"kept": len(labels), "skipped": len(skipped)}))
         if skipped:
             listed = "; ".join(skipped[:LISTED_SKIPS]) + (" ..." if len(skipped) > LISTED_SKIPS else "")
             logger.warning("%s %s: skipped %d of %d samples: %s", spec.name, split, len(skipped), len(samples), listed)
+        if truncated:
+            logger.warning(
+                "%s %s: %d truncated images loaded with their missing part filled, as the original loads them "
+                "(listed in %s)",
+                spec.name,
+                split,
+                len(truncated),
+                folder / TRUNCATED_FILE,
+            )
         if not labels:
             first = skipped[0] if skipped else "the split lists no samples"
             raise DatasetError(

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from support.fixtures_images import write_coco_qa, write_karpathy
 
-from mpsl_flower.config import parse_run_config
+from mpsl_flower.config import EMBEDDED_DEFAULTS, parse_run_config
 from mpsl_flower.models.tokenizers import ImageTokenizer
 from mpsl_flower.split.model_inputs import load_inputs
 from tasks.datasets import coco_qa, flickr30k, mscoco
@@ -106,7 +106,12 @@ def test_karpathy_splits_give_five_captions_per_image(tmp_path, module):
 def test_a_real_dataset_loads_through_the_run_config_with_text_features(tmp_path):
     write_karpathy(tmp_path, "flickr30k")
     config = parse_run_config(
-        {"dataset": "flickr30k", "torch-data-dir": str(tmp_path), "pre-processors-cache-dir": str(tmp_path / "cache")}
+        {
+            **EMBEDDED_DEFAULTS,  # the small encoder, whose text encoder is the bag of words
+            "dataset": "flickr30k",
+            "torch-data-dir": str(tmp_path),
+            "pre-processors-cache-dir": str(tmp_path / "cache"),
+        }
     )
     data = load_inputs(config)
     assert data.train.inputs["text_feature"].shape == (8, 5, 64)  # 5 captions, bag-of-words features

@@ -63,8 +63,8 @@ def test_a_split_caches_each_videos_moments_and_draws_224_pixel_frames_with_thei
     peaks = batch["fbank"][:, :200].float().mean(dim=1).argmax(dim=1).tolist()
     assert peaks == sorted(peaks) and len(set(peaks)) == 4
     # As the original: the waveform is zero-padded to 10.255 s, so the fbank's 1,024 frames end in silence,
-    # not normalised.
-    assert batch["fbank"][:, 300:].float().std() == 0 and (batch["fbank"][:, 300, 0] < -15).all()
+    # not normalised (float32 fbanks: the padding's frames agree to float32 rounding).
+    assert batch["fbank"][:, 300:].float().std() < 1e-5 and (batch["fbank"][:, 300, 0] < -15).all()
 
 
 def test_a_corrupt_or_missing_video_is_skipped_and_counted(tmp_path, caplog):

@@ -19,6 +19,7 @@ from mpsl_flower.models.full_model import FullModel
 from mpsl_flower.split.model_inputs import load_inputs, text_encoder_used
 from mpsl_flower.split.schedule import steps_per_epoch
 from tasks.audio import FBANK_MEAN, FBANK_STD
+from tasks.preprocess import truncated_images
 from tasks.spec import PIXEL_NORMALISATIONS, RETRIEVAL, RandomAudioPlacement, RandomMoment
 
 
@@ -49,10 +50,15 @@ def run_info(
     }
 
 
-def preprocessing_facts(config: RunConfig) -> dict[str, str]:
-    """The input choices that shape results (the text encoder is under `weights`)."""
+def preprocessing_facts(config: RunConfig) -> dict:
+    """The input choices that shape results (the text encoder is under `weights`), and how many image files
+    per split were truncated and loaded all the same, as the original loads them (`tasks.preprocess`)."""
     task = config.task
-    facts = {"augmentation": augmentation_facts(task.augmentation, config.test_time_augmentation)}
+    facts: dict = {"augmentation": augmentation_facts(task.augmentation, config.test_time_augmentation)}
+    data = load_inputs(config)
+    truncated = {"train": truncated_images(data.train), "test": truncated_images(data.test)}
+    if None not in truncated.values():
+        facts["truncated_images"] = truncated
     if task.image is not None:
         image = task.image
         mean, std = PIXEL_NORMALISATIONS[image.normalisation]

@@ -8,11 +8,14 @@ Kinetics-400 has no automatic download here: it is ~450 GB of YouTube clips that
 https://github.com/cvdfoundation/kinetics-dataset into `<torch-data-dir>/k400/`:
 
     k400/train/<youtube_id>_<start:06d>_<end:06d>.mp4      (or k400/train/<class name>/<...>.mp4)
-    k400/replacement/replacement_for_corrupted_k400/<...>.mp4   good copies of ~1,400 broken videos
 
-The listed videos are then copied (never moved: k400/ stays whole for other uses) into the
-layout this loader reads, once; a run does it by itself when it finds k400/ and no copy yet, as
-the original does, or do it beforehand (it reports every listed video the download lacks):
+Only the train download is copied, as the original copies it: the downloader's good copies of
+~1,400 broken videos (k400/replacement/replacement_for_corrupted_k400/) are not used, and a
+listed video found only there counts as missing (the original stops with a missing file); a
+broken copy is skipped and counted when decoded. The listed videos are copied (never moved:
+k400/ stays whole for other uses) into the layout this loader reads, once; a run does it by
+itself when it finds k400/ and no copy yet, as the original does, or do it beforehand (it
+reports every listed video the download lacks):
 
     python -m tasks.datasets.kinetics_sounds --data-dir <torch-data-dir> [--k400-dir <k400>]
 
@@ -101,17 +104,17 @@ def arrange_command(data_dir: Path) -> str:
 
 @dataclass
 class Arranged:
-    """What an arranging run did: videos copied now, already in place, and listed but not downloaded."""
+    """What an arranging run did: videos copied now, already in place, listed but not in the train download,
+    and listed with a replacement copy that is not used (the original's choice)."""
 
     copied: int = 0
     present: int = 0
     missing: list[str] = field(default_factory=list)
+    replacements_unused: int = 0
 
 
-def _source(k400: Path, video: ListedVideo, replacements: dict[str, Path]) -> Path | None:
-    """The downloaded file of a listed video; a replacement wins over the broken download of the same id."""
-    if video.name[:YOUTUBE_ID_LENGTH] in replacements:
-        return replacements[video.name[:YOUTUBE_ID_LENGTH]]
+def _source(k400: Path, video: ListedVideo) -> Path | None:
+    """The train download of a listed video, as the original copies it (never a replacement copy)."""
     candidates = (video.name, f"{_classes()[video.label]}/{video.name}", video.path)  # flat, or arranged by class
     return next((k400 / "train" / c for c in candidates if (k400 / "train" / c).is_file()), None)
 
@@ -131,10 +134,12 @@ def arrange(k400: Path, data_dir: Path) -> Arranged:
         raise DatasetError(
             f"Kinetics-Sounds: {k400 / 'train'} is missing; download Kinetics-400 with {K400_DOWNLOADER} into {k400}"
         )
-    replacements = {path.name[:YOUTUBE_ID_LENGTH]: path for path in (k400 / REPLACEMENTS).glob("*.mp4")}
+    replaced = {path.name[:YOUTUBE_ID_LENGTH] for path in (k400 / REPLACEMENTS).glob("*.mp4")}
     report = Arranged()
     for video in tqdm(_read_list()[1], desc="arranging kinetics-sounds", unit="video", mininterval=2):
-        source = _source(k400, video, replacements)
+        source = _source(k400, video)
+        if video.name[:YOUTUBE_ID_LENGTH] in replaced:
+            report.replacements_unused += 1
         if source is None:
             report.missing.append(str(k400 / "train" / video.name))
         elif _copy(source, data_dir / FOLDER / video.path):
@@ -175,6 +180,15 @@ def _log_missing(report: Arranged) -> None:
     if report.missing:
         shown = ", ".join(report.missing[:LISTED_MISSING])
         logger.warning("Kinetics-Sounds: %d listed videos are not in the download, e.g. %s", len(report.missing), shown)
+    if report.replacements_unused:
+        logger.info("Kinetics-Sounds: %s", _replacements_line(report))
+
+
+def _replacements_line(report: Arranged) -> str:
+    return (
+        f"{report.replacements_unused} listed videos have a replacement copy in {REPLACEMENTS}, not used: the train "
+        "download is taken, as the original takes it"
+    )
 
 
 def main() -> None:
@@ -190,6 +204,8 @@ def main() -> None:
     )
     for path in report.missing[:LISTED_MISSING]:
         print(f"  missing: {path}")
+    if report.replacements_unused:
+        print(_replacements_line(report))
     print(f"run with torch-data-dir='{data_dir}' dataset='kinetics-sounds'")
 
 
