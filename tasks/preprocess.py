@@ -151,9 +151,14 @@ def truncated_images(split: SplitData) -> int | None:
         for column in split.inputs.values()
         if isinstance(column, DiskColumn) and getattr(column.array, "filename", None)
     }
-    if len(folders) != 1:
+    caches = [folder for folder in folders if (folder / DONE_FILE).is_file()]  # not the text-feature cache
+    if not caches:
         return None
-    return len((folders.pop() / TRUNCATED_FILE).read_text().splitlines())
+    return sum(
+        len((folder / TRUNCATED_FILE).read_text().splitlines())
+        for folder in caches
+        if (folder / TRUNCATED_FILE).is_file()
+    )
 
 
 def build_split(spec: TaskSpec, samples: list[Sample], cache_root: Path, split: str) -> SplitData:

@@ -95,7 +95,7 @@ def test_the_circle_check_finds_a_circle_through_three_modules():
 
 
 README_COMMANDS = sorted(
-    set(re.findall(r"python -m ((?:mpsl_flower|tasks|strategies)[\w.]*)", (REPO / "README.md").read_text()))
+    set(re.findall(r"python -m ((?:mpsl_flower|tasks|strategies)[\w.]*\w)(?![\w.])", (REPO / "README.md").read_text()))
 )
 
 

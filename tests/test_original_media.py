@@ -229,3 +229,9 @@ def test_meld_utterances_stay_clean_where_the_original_reads_mojibake(tmp_path):
             utterances += [row["Utterance"].strip() for row in csv.DictReader(handle)]
     misread = [u for u in utterances if _originals_text(u) != u]
     assert len(misread) == len(utterances) == len(texts)  # every fixture row carries cp1252 punctuation
+
+
+def test_a_task_with_no_decoding_cache_reports_no_truncation_count(tmp_path):
+    """The embedded tasks are generated, and their only cached column is the text features: no count, no error."""
+    config = parse_run_config({"dataset": "shapes-qa", "pre-processors-cache-dir": str(tmp_path / "cache")})
+    assert "truncated_images" not in preprocessing_facts(config)
