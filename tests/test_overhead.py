@@ -33,6 +33,7 @@ def test_the_analytic_count_of_every_part_equals_fvcores(options):
         (p.name, p.forward, p.trained) for p in analytic_parts(config)
     ]
     assert sum(p.forward for p in measured) == analysis.total()  # the parts cover the whole model
+    assert [p.attention for p in measured] == [p.attention for p in analytic_parts(config)]  # what fused fvcore drops
 
 
 def test_a_tiny_model_counts_what_a_hand_count_gives():

@@ -1,11 +1,14 @@
 """What each method costs a client and the server: multiply-accumulates per sample, bytes on the wire.
 
 A model is a list of `Part`s in compute order, each with its forward MACs for one sample. MACs
-are counted the way the original's `calculate_computation_overhead.py` counts them (fvcore's
-`FlopCountAnalysis`: one multiply-accumulate per matmul/conv step, LayerNorm as 5 per element,
-softmax, GELU and other element-wise ops skipped); FLOPs are 2 x MACs. `mpsl_flower.tools.overhead`
-measures the parts with fvcore; `analytic_parts` computes the same numbers from the shapes
-alone, fast enough for every encoder size (a test holds the two equal).
+are counted with fvcore's `FlopCountAnalysis`, as the original's `calculate_computation_overhead.py`
+does (one multiply-accumulate per matmul/conv step, LayerNorm as 5 per element, softmax, GELU and
+other element-wise ops skipped), with one difference: we count attention's two matmuls (q k^T and
+attn v). The original runs timm's fused `scaled_dot_product_attention`, an op fvcore 0.1.5 counts
+as zero; `as_the_original_tool_counts` gives its figures (each part's `attention` taken off).
+FLOPs are 2 x MACs (the original's tool says to divide by 2: that would be MACs / 2, wrong).
+`mpsl_flower.tools.overhead` measures the parts with fvcore; `analytic_parts` computes the same
+numbers from the shapes alone, fast enough for every encoder size (a test holds the two equal).
 
 Training = forward + backward. A part's backward costs one forward for the gradient of its
 weights when it trains, and one more for the gradient of its input when anything upstream of it
@@ -15,6 +18,7 @@ read data: they never need an input gradient.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,13 +34,21 @@ CLIENT, SERVER = "client", "server"
 @dataclass(frozen=True)
 class Part:
     """One stage of the model, in compute order: its forward MACs for one sample, whether it trains,
-    and whether it reads data (a tokenizer) rather than another part's output."""
+    whether it reads data (a tokenizer) rather than another part's output, and how much of `forward`
+    is attention's two matmuls (what the original's tool counts as zero)."""
 
     name: str
     side: str
     forward: float
     trained: bool
     reads_data: bool = False
+    attention: float = 0.0
+
+
+def as_the_original_tool_counts(parts: list[Part]) -> list[Part]:
+    """`parts` as the original's tool counts them: timm 1.0.7 fuses attention into
+    `scaled_dot_product_attention`, which fvcore 0.1.5 does not count, so its matmuls drop out."""
+    return [dataclasses.replace(part, forward=part.forward - part.attention, attention=0.0) for part in parts]
 
 
 @dataclass(frozen=True)
@@ -75,10 +87,15 @@ def method_costs(method: str, parts: list[Part]) -> dict[str, SideCost]:
     return costs
 
 
+def attention_macs(tokens: int, dim: int) -> float:
+    """Attention's two matmuls on `tokens` tokens of width `dim`: q k^T and attn v, n^2 d each (all heads)."""
+    return 2 * tokens * tokens * dim
+
+
 def _block_macs(tokens: int, dim: int) -> float:
     """One pre-norm transformer block on `tokens` tokens: qkv, projection and MLP (12 d^2 per token),
-    the two attention matmuls (2 n^2 d) and its two LayerNorms."""
-    return 12 * dim * dim * tokens + 2 * tokens * tokens * dim + 2 * LAYER_NORM_MACS_PER_ELEMENT * tokens * dim
+    the two attention matmuls and its two LayerNorms."""
+    return 12 * dim * dim * tokens + attention_macs(tokens, dim) + 2 * LAYER_NORM_MACS_PER_ELEMENT * tokens * dim
 
 
 def stream_tokens(task: TaskSpec, image_tokens: int) -> dict[str, int]:
@@ -113,7 +130,9 @@ def analytic_parts(config: RunConfig) -> list[Part]:
     finetune = 0 if config.uses_adapters else config.finetune_blocks
     for index in range(size.depth):
         macs = sum(_block_macs(tokens, dim) for tokens in streams.values())
-        parts.append(Part(f"server.encoder.blocks.{index}", SERVER, macs, index >= size.depth - finetune))
+        attention = sum(attention_macs(tokens, dim) for tokens in streams.values())
+        trained = index >= size.depth - finetune
+        parts.append(Part(f"server.encoder.blocks.{index}", SERVER, macs, trained, attention=attention))
     features = {name: (task.text.per_sample if name == "text" else 1) for _, _, name in task.readout}
     if config.uses_adapters:
         adapted = [m for m in features if config.adapter_modalities.get(m, False)]
@@ -150,3 +169,58 @@ def mpsl_bytes_per_sample(
 def fedavg_bytes_per_client(trainable_parameters: int) -> int:
     """Bytes a selected client exchanges in a FedAvg or FedCLIP round: the trained set down and back up."""
     return 2 * trainable_parameters * FLOAT32_BYTES
+
+
+@dataclass(frozen=True)
+class OriginalBytes:
+    """Bytes the original's MPSL trainers charge one client (`get_communication_size`: `sys.getsizeof`
+    of each sent tensor's storage), up to the server and down from it."""
+
+    up: float
+    down: float
+
+
+def _storage_bytes(elements: int, storage_overhead: int) -> int:
+    """What `sys.getsizeof(tensor.untyped_storage())` gives for a float32 tensor owning `elements` values."""
+    return elements * FLOAT32_BYTES + storage_overhead
+
+
+def original_mpsl_bytes_per_batch(
+    stream_elements: list[int],
+    output_elements: list[int],
+    mini_batch: int,
+    clients: int,
+    client_trains: bool,
+    storage_overhead: int,
+) -> OriginalBytes:
+    """One client's bytes in one step of the original's MPSL trainers, each of `clients` sending `mini_batch`.
+
+    Up: its activations (one tensor per stream, `stream_elements` values per sample) and its scalar
+    loss. Down: its slice of the server's outputs, which is a view, so the whole batch's storage is
+    charged (`clients x mini_batch` samples of `output_elements` per output tensor), and, when the
+    client trains, the cut-layer gradient (a clone: its own slice only).
+    """
+    activations = sum(_storage_bytes(mini_batch * e, storage_overhead) for e in stream_elements)
+    loss = _storage_bytes(1, storage_overhead)
+    outputs = sum(_storage_bytes(clients * mini_batch * e, storage_overhead) for e in output_elements)
+    return OriginalBytes(up=activations + loss, down=outputs + (activations if client_trains else 0))
+
+
+def original_mpsl_bytes_per_client_epoch(samples: int, mini_batch: int, clients: int, **per_batch) -> OriginalBytes:
+    """One client's bytes over an epoch of `samples` samples in mini-batches of `mini_batch`, every client
+    holding as many (the last, shorter step too); `per_batch`: the rest of `original_mpsl_bytes_per_batch`."""
+    if samples < 1 or mini_batch < 1 or clients < 1:
+        raise ValueError(f"samples={samples}, mini_batch={mini_batch} and clients={clients} must all be at least 1")
+    steps = [mini_batch] * (samples // mini_batch) + ([samples % mini_batch] if samples % mini_batch else [])
+    counted = [original_mpsl_bytes_per_batch(mini_batch=m, clients=clients, **per_batch) for m in steps]
+    return OriginalBytes(up=sum(b.up for b in counted), down=sum(b.down for b in counted))
+
+
+def original_output_elements(task: TaskSpec, dim: int, image_tokens: int, post_layer_norm: bool) -> list[int]:
+    """Values per sample in the storage of each server output the original sends down. Classification:
+    the logits. Retrieval: the image feature is `image[:, 0]` of the encoder's output, a view of all
+    its image tokens unless the post-LayerNorm makes a new tensor, and the texts' encoder output."""
+    if task.objective != RETRIEVAL:
+        return [task.num_classes]
+    image = dim if post_layer_norm else image_tokens * dim
+    return [image, task.text.per_sample * dim]

@@ -7,9 +7,11 @@ Options are the run-config keys (`--help`). The model is built with random weigh
 real shapes, so nothing is read from disk or the network. fvcore counts one forward pass of one
 sample, as the original does: its per-module table (depth 4), then forward and training MACs
 (FLOPs = 2 x MACs) for MPSL, FedAvg, FedCLIP and centralized, on the client and on the server
-(`mpsl_flower.measure.accounting` says what training adds). The frozen text encoder runs once per text
-before training, and the original leaves it out; it gets a line of its own. `--json` writes the
-figures for the notebooks and the scaling study.
+(`mpsl_flower.measure.accounting` says what training adds). Twice: the true count, with attention's
+two matmuls, and the original tool's, where timm's fused attention counts as zero (what the paper's
+figures come from). The frozen text encoder runs once per text before training, and the original
+leaves it out; it gets a line of its own. `--json` writes the figures for the notebooks and the
+scaling study.
 """
 
 from __future__ import annotations
@@ -25,7 +27,15 @@ from fvcore.nn import FlopCountAnalysis, flop_count_table
 
 from mpsl_flower.config import CLIP_TEXT_WIDTH, ENCODER_SIZES, METHODS, ConfigError, RunConfig, parse_run_config
 from mpsl_flower.logs import weight_file_notes_silenced
-from mpsl_flower.measure.accounting import CLIENT, SERVER, Part, SideCost, analytic_parts, method_costs
+from mpsl_flower.measure.accounting import (
+    CLIENT,
+    SERVER,
+    Part,
+    SideCost,
+    analytic_parts,
+    as_the_original_tool_counts,
+    method_costs,
+)
 from mpsl_flower.models.factory import new_full_model
 from mpsl_flower.models.pretrained import CLIP_B16_MAX_WIDTH
 from mpsl_flower.models.tokenizers import example_inputs
@@ -54,16 +64,23 @@ def _count(model: torch.nn.Module, inputs: tuple) -> FlopCountAnalysis:
 
 
 def measured_parts(config: RunConfig) -> tuple[list[Part], FlopCountAnalysis]:
-    """`config`'s model as `Part`s with fvcore's forward count for one sample, and the analysis itself."""
-    model = _without_fused_attention(new_full_model(config).eval())
+    """`config`'s model as `Part`s with fvcore's forward count for one sample, and the (unfused) analysis.
+
+    fvcore runs twice: on the model as built (timm's fused attention, which it counts as zero, as
+    the original's tool does) and with attention unfused; the difference is each part's `attention`.
+    """
+    model = new_full_model(config).eval()
     inputs = example_inputs(config.task, batch=1, text_feature_dim=ENCODER_SIZES[config.encoder_size].dim)
-    analysis = _count(model, (inputs,))
+    fused = _count(model, (inputs,)).by_module()
+    analysis = _count(_without_fused_attention(model), (inputs,))
     counted = analysis.by_module()
     parts = []
     for part in analytic_parts(config):
         module = model.get_submodule(part.name)
         trained = any(p.requires_grad for p in module.parameters())
-        parts.append(dataclasses.replace(part, forward=float(counted.get(part.name, 0)), trained=trained))
+        forward = float(counted.get(part.name, 0))
+        attention = forward - float(fused.get(part.name, 0))
+        parts.append(dataclasses.replace(part, forward=forward, trained=trained, attention=attention))
     return parts, analysis
 
 
@@ -99,12 +116,14 @@ def method_config(config: RunConfig, method: str) -> RunConfig:
 
 
 def overhead(config: RunConfig) -> dict:
-    """Per-sample MACs of every method, by side, with what the tables print."""
-    figures: dict = {"dataset": config.dataset, "encoder_size": config.encoder_size, "methods": {}}
+    """Per-sample MACs of every method, by side, with what the tables print: `methods` counts attention's
+    matmuls, `original_tool` counts them as zero (as the original's tool does)."""
+    figures: dict = {"dataset": config.dataset, "encoder_size": config.encoder_size, "methods": {}, "original_tool": {}}
     for method in METHODS:
         parts, analysis = measured_parts(method_config(config, method))
-        costs = method_costs(method, parts)
-        figures["methods"][method] = {side: dataclasses.asdict(cost) for side, cost in costs.items()}
+        for key, counted in (("methods", parts), ("original_tool", as_the_original_tool_counts(parts))):
+            costs = method_costs(method, counted)
+            figures[key][method] = {side: dataclasses.asdict(cost) for side, cost in costs.items()}
         if method == config.method:
             figures["table"] = flop_count_table(analysis, max_depth=TABLE_DEPTH)
             figures["parts"] = [dataclasses.asdict(part) for part in parts]
@@ -117,29 +136,49 @@ def _g(macs: float) -> str:
     return f"{macs / GIGA:10.4f}"
 
 
-def render(figures: dict) -> str:
-    """The per-module table and the totals, as the tool prints them."""
+TRUE_COUNT = "True count (ours): attention's two matmuls (q k^T, attn v) included"
+ORIGINAL_COUNT = (
+    "As the original's tool counts (where the paper's ratios come from): attention as zero, since timm 1.0.7\n"
+    "fuses it into scaled_dot_product_attention, which fvcore 0.1.5 does not count"
+)
+
+
+def _totals(title: str, methods: dict) -> list[str]:
+    """One block of totals: forward and training MACs and FLOPs (2 x MACs) per method and side, and the
+    client ratio of FedAvg to MPSL."""
     lines = [
-        f"{figures['dataset']}, {figures['encoder_size']}: one sample, random weights in the real shapes",
-        "",
-        "Per module (fvcore; its '#flops' column counts multiply-accumulates, i.e. MACs):",
-        figures["table"],
-        "",
-        "Totals per sample, in G (1e9). MACs as fvcore counts them; FLOPs = 2 x MACs.",
-        "training = forward + backward of what is trained (see mpsl_flower/accounting.py)",
+        f"{title}:",
         f"{'method':<12}{'side':<8}{'fwd GMACs':>11}{'train GMACs':>13}{'fwd GFLOPs':>12}{'train GFLOPs':>14}",
     ]
-    for method, sides in figures["methods"].items():
+    for method, sides in methods.items():
         for side in (CLIENT, SERVER):
             cost = SideCost(**sides[side])
             lines.append(
                 f"{method:<12}{side:<8}{_g(cost.forward):>11}{_g(cost.training):>13}"
                 f"{_g(2 * cost.forward):>12}{_g(2 * cost.training):>14}"
             )
-    mpsl, fedavg = figures["methods"]["mpsl"][CLIENT], figures["methods"]["fedavg"][CLIENT]
+    mpsl, fedavg = methods["mpsl"][CLIENT], methods["fedavg"][CLIENT]
     if mpsl["training"]:
         ratio = fedavg["training"] / mpsl["training"]
         lines.append(f"FedAvg's client trains with {ratio:,.0f}x the MACs of an MPSL client")
+    return [*lines, ""]
+
+
+def render(figures: dict) -> str:
+    """The per-module table and the totals, true and as the original's tool counts, as the tool prints them."""
+    lines = [
+        f"{figures['dataset']}, {figures['encoder_size']}: one sample, random weights in the real shapes",
+        "",
+        "Per module (fvcore, attention unfused; its '#flops' column counts multiply-accumulates, i.e. MACs):",
+        figures["table"],
+        "",
+        "Totals per sample, in G (1e9). MACs as fvcore counts them; FLOPs = 2 x MACs",
+        "(the original's tool says to divide MACs by 2 for FLOPs: it is a multiplication).",
+        "training = forward + backward of what is trained (see mpsl_flower/measure/accounting.py)",
+        "",
+        *_totals(TRUE_COUNT, figures["methods"]),
+        *_totals(ORIGINAL_COUNT, figures["original_tool"]),
+    ]
     lines.append("Our MPSL client also re-runs its forward pass when the cut gradient arrives (+ one client forward).")
     text = figures["text_encoder"]
     if text:
@@ -150,19 +189,25 @@ def render(figures: dict) -> str:
     return "\n".join(lines)
 
 
+def _summary_cells(methods: dict) -> list[str]:
+    """Forward / training GMACs of an MPSL client, the MPSL server and a FedAvg client, and the client ratio."""
+    client, server, fedavg = methods["mpsl"][CLIENT], methods["mpsl"][SERVER], methods["fedavg"][CLIENT]
+    cells = [f"{c['forward'] / GIGA:.3f} / {c['training'] / GIGA:.3f}" for c in (client, server, fedavg)]
+    return [*cells, f"{fedavg['training'] / client['training']:,.0f}x"]
+
+
 def summary_table(figures: list[dict]) -> str:
-    """One Markdown row per task: forward and training GMACs per sample of an MPSL client, the MPSL
-    server and a FedAvg client, and the client ratio (the README's table)."""
+    """Two Markdown rows per task (the README's table): forward and training GMACs per sample of an MPSL
+    client, the MPSL server and a FedAvg client, and the client ratio, as we count them (attention's
+    matmuls included) and as the original's tool counts them (fused attention counted as zero)."""
     columns = ("MPSL client", "MPSL server", "FedAvg client")
     lines = [
-        "| task | " + " | ".join(f"{c} fwd / train" for c in columns) + " | FedAvg / MPSL client |",
-        "|---|---:|---:|---:|---:|",
+        "| task | count | " + " | ".join(f"{c} fwd / train" for c in columns) + " | FedAvg / MPSL client |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     for figure in figures:
-        methods = figure["methods"]
-        client, server, fedavg = methods["mpsl"][CLIENT], methods["mpsl"][SERVER], methods["fedavg"][CLIENT]
-        cells = [f"{c['forward'] / GIGA:.3f} / {c['training'] / GIGA:.3f}" for c in (client, server, fedavg)]
-        lines.append(f"| {figure['dataset']} | {' | '.join(cells)} | {fedavg['training'] / client['training']:,.0f}x |")
+        for label, key in (("ours (true)", "methods"), ("original's tool", "original_tool")):
+            lines.append(f"| {figure['dataset']} | {label} | {' | '.join(_summary_cells(figure[key]))} |")
     return "\n".join(lines)
 
 
