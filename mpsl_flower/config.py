@@ -48,6 +48,9 @@ ENCODER_SIZES: dict[str, EncoderSize] = {
 }
 SERVER_PRECISIONS = ("fp32", "bf16")  # MPSL's server step: fp32, or bf16 autocast (`split.server_side`)
 METHODS = ("mpsl", "fedavg", "fedclip", "centralized")
+# The methods whose global batch is split over the clients; like the original (`main_mpsl.py`, `main_fl.py`) they
+# refuse a batch-size the clients cannot share evenly.
+SPLIT_BATCH_METHODS = ("mpsl", "fedavg", "fedclip")
 SPLIT_TYPES = ("iid", "noniid")
 DEVICES = ("auto", "cpu", "cuda")
 TEXT_ENCODERS = ("auto", "clip", "openclip", "minilm", "bag-of-words", "token-ids")
@@ -216,13 +219,22 @@ class RunConfig:
         return math.ceil(self.batch_size / num_clients)
 
     def check_num_clients(self, num_clients: int) -> None:
-        """Fail before training when the federation cannot be served with this config."""
+        """Fail before training when the federation cannot be served with this config: too few clients, or
+        (MPSL, FedAvg, FedCLIP) a global batch that is not the clients' mini-batches summed."""
         if num_clients < 1:
             raise ConfigError("no clients are connected: start at least one SuperNode")
         if self.batch_size < num_clients:
             raise ConfigError(
                 f"batch-size={self.batch_size} is below the number of clients ({num_clients}): "
                 f"every client needs at least one sample per step; set batch-size >= {num_clients}"
+            )
+        if self.method in SPLIT_BATCH_METHODS and self.batch_size % num_clients:
+            mini_batch = self.client_batch_size(num_clients)
+            below, above = (mini_batch - 1) * num_clients, mini_batch * num_clients
+            raise ConfigError(
+                f"batch-size={self.batch_size} does not split evenly over {num_clients} clients: each would take "
+                f"{mini_batch} samples, {above} in all, and the original refuses a step larger than batch-size; "
+                f"set batch-size to a multiple of {num_clients}, e.g. {below} or {above}"
             )
 
     def resolved_path(self, name: str) -> Path | None:

@@ -38,6 +38,9 @@ def central_evaluation(config: RunConfig, test: SplitData, device: torch.device)
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         load_trainable(model, wire.record_to_arrays(arrays))
         draws = evaluation_draws(config, server_round)
-        return MetricRecord(evaluate(model.client, model.server, test, config.eval_batch_size, draws))
+        metrics = evaluate(
+            model.client, model.server, test, config.eval_batch_size, draws, accuracy_batch_size=config.batch_size
+        )
+        return MetricRecord(metrics)
 
     return evaluate_fn

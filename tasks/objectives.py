@@ -34,7 +34,7 @@ def loss_sum_and_correct(objective: str, outputs: torch.Tensor, labels: torch.Te
     """
     if not is_retrieval(objective):
         loss_sum = nn.functional.cross_entropy(outputs, labels, reduction="sum")
-        return loss_sum, int((outputs.detach().argmax(dim=1) == labels).sum())
+        return loss_sum, int(correct_predictions(outputs, labels).sum())
     image, captions = _scored(objective, outputs)
     targets = torch.arange(len(image), device=outputs.device)
     loss_sum = outputs.new_zeros(())
@@ -44,6 +44,12 @@ def loss_sum_and_correct(objective: str, outputs: torch.Tensor, labels: torch.Te
         loss_sum = loss_sum + (per_direction + nn.functional.cross_entropy(similarity.T, targets, reduction="sum")) / 2
     first = (image @ captions[:, 0].T).detach()
     return loss_sum, int((first.argmax(dim=1) == targets).sum())
+
+
+def correct_predictions(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per sample, whether the top-1 class is the label (bool [B]): what both accuracies count, the exact
+    share and the original's mean of per-batch shares."""
+    return logits.detach().argmax(dim=1) == labels
 
 
 def is_retrieval(objective: str) -> bool:
@@ -58,8 +64,22 @@ def _scored(objective: str, outputs: torch.Tensor) -> tuple[torch.Tensor, torch.
     return embeddings[:, 0], embeddings[:, 1:]
 
 
+def _stable_rank(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per row r, the 0-based place of `scores[r, target[r]]` when the row is sorted by descending score with
+    ties kept in index order (a stable descending argsort, as the original ranks with `torch.argsort`).
+
+    A tie never counts for the true pair wholesale: collapsed (all-equal) scores rank it by its index,
+    so R@1 comes out at chance, 1/N, rather than 1.
+    """
+    rows = torch.arange(len(scores))
+    own = scores[rows, target].unsqueeze(1)
+    earlier = torch.arange(scores.shape[1]).unsqueeze(0) < target.unsqueeze(1)
+    return ((scores > own) | ((scores == own) & earlier)).sum(dim=1)
+
+
 def retrieval_recalls(objective: str, outputs: torch.Tensor, ks: tuple[int, ...] = RECALL_AT) -> dict[str, float]:
-    """R@k image->text and text->image over all N images and N*k captions of `outputs` [N, 1 + k, D].
+    """R@k image->text and text->image over all N images and N*k captions of `outputs` [N, 1 + k, D], ranked as
+    `_stable_rank` does.
 
     Image->text: an image counts as found at k when any of its own captions ranks in the top k
     of all captions. Text->image: a caption counts when its image ranks in the top k images.
@@ -67,12 +87,9 @@ def retrieval_recalls(objective: str, outputs: torch.Tensor, ks: tuple[int, ...]
     image, captions = _scored(objective, outputs)
     num_images, per_image = captions.shape[:2]
     similarity = image @ captions.reshape(num_images * per_image, -1).T  # [images, captions]
-    owner = torch.arange(num_images).repeat_interleave(per_image)
-    own = owner.unsqueeze(0) == torch.arange(num_images).unsqueeze(1)
-    best_own = similarity.masked_fill(~own, float("-inf")).max(dim=1, keepdim=True).values
-    image_rank = (similarity > best_own).sum(dim=1)  # captions ranked above the image's best own caption
-    caption_score = similarity[owner, torch.arange(len(owner))]
-    caption_rank = (similarity > caption_score.unsqueeze(0)).sum(dim=0)  # images ranked above the caption's own
+    first_caption = torch.arange(num_images) * per_image
+    image_rank = torch.stack([_stable_rank(similarity, first_caption + j) for j in range(per_image)]).amin(dim=0)
+    caption_rank = _stable_rank(similarity.T, torch.arange(num_images).repeat_interleave(per_image))
     recalls = {}
     for k in ks:
         recalls[f"test_r{k}_image_to_text"] = float((image_rank < k).float().mean())

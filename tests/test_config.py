@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mpsl_flower.config import ConfigError, RunConfig, parse_run_config
+from mpsl_flower.config import TASK_DEFAULT, TASK_DEFAULT_KEYS, ConfigError, RunConfig, parse_run_config
 from mpsl_flower.runs.readers import read_metrics
 from mpsl_flower.runs.writer import RunResults
 
@@ -16,7 +16,8 @@ PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
 def test_pyproject_run_config_equals_the_run_config_defaults():
     app_config = tomllib.loads(PYPROJECT.read_text())["tool"]["flwr"]["app"]["config"]
-    assert app_config == RunConfig().to_flower()
+    assert app_config == {**RunConfig().to_flower(), **dict.fromkeys(TASK_DEFAULT_KEYS, TASK_DEFAULT)}
+    assert parse_run_config(app_config) == RunConfig()  # the embedded default task's own values
 
 
 def test_defaults_parse_to_the_default_config():

@@ -63,7 +63,10 @@ def test_one_client_one_round_equals_one_epoch_of_ordinary_training_on_its_data(
     for name, value in trainable_arrays(reference).items():
         np.testing.assert_allclose(_averaged(result)[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
     (record,) = epoch_records(result)
-    tested = evaluate(reference.client, reference.server, load_inputs(config).test, config.eval_batch_size)
+    test = load_inputs(config).test
+    tested = evaluate(
+        reference.client, reference.server, test, config.eval_batch_size, accuracy_batch_size=config.batch_size
+    )
     expected = {
         "train_loss": stats.loss_sum / stats.num_examples,
         "train_accuracy": stats.correct / stats.num_examples,
@@ -110,7 +113,7 @@ def test_a_client_with_broken_weights_is_left_out_of_the_average(fast_run_config
         return reply
 
     app.query(wire.action(wire.PARTITION_INFO))(real)
-    result, _ = _run({**fast_run_config, "method": "fedavg"}, 3, app)
+    result, _ = _run({**fast_run_config, "method": "fedavg", "batch-size": 300}, 3, app)
     (record,) = epoch_records(result)
     assert record["clients_aggregated"] == 2 and record["dropped_client_steps"] == 1
     assert all(np.isfinite(v).all() for v in _averaged(result).values())

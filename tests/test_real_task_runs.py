@@ -122,7 +122,8 @@ def test_retrieval_runs_through_the_flower_path_with_embeddings_on_the_wire(tmp_
 @pytest.mark.parametrize("split_type", ["noniid", "iid"])
 def test_retrieval_tasks_are_split_evenly_at_random(tmp_path, split_type):
     write_karpathy(tmp_path / "data", "flickr30k", train_images=12)
-    config = parse_run_config({**_run_config(tmp_path, "flickr30k"), "dataset-split-type": split_type})
+    run_config = {**_run_config(tmp_path, "flickr30k"), "dataset-split-type": split_type, "batch-size": 6}
+    config = parse_run_config(run_config)  # 2 samples per client and step: a batch the 3 clients split evenly
     runner = InProcessRunner(config, load_inputs(config), num_clients=3, device=CPU)
     assert [len(p) for p in runner.partitions] == [4, 4, 4]
 

@@ -40,7 +40,13 @@ def test_result_holds_each_epochs_metrics_and_the_final_global_model(fast_run_co
     model = new_full_model(config)
     assert set(result.arrays) == set(trainable_arrays(model))
     load_trainable(model, wire.record_to_arrays(result.arrays))
-    tested = evaluate(model.client, model.server, load_inputs(config).test, config.eval_batch_size)
+    tested = evaluate(
+        model.client,
+        model.server,
+        load_inputs(config).test,
+        config.eval_batch_size,
+        accuracy_batch_size=config.batch_size,
+    )
     assert tested["test_accuracy"] == pytest.approx(result.evaluate_metrics_serverapp[2]["test_accuracy"])
     assert any(
         not np.array_equal(v, initial_arrays(config)[k].numpy())
@@ -70,7 +76,7 @@ def test_mpsl_starts_its_server_from_the_given_server_half(fast_config):
 
 @pytest.mark.parametrize("method", ["mpsl", "fedavg"])
 def test_each_clients_own_model_is_validated_when_asked(fast_run_config, method):
-    run_config = {**fast_run_config, "method": method, "validate-only-aggregated-model": False}
+    run_config = {**fast_run_config, "method": method, "validate-only-aggregated-model": False, "batch-size": 300}
     config = parse_run_config(run_config)
     grid = InProcessGrid(client_app.app, NUM_CLIENTS, run_config)
     _, result = run_strategy(config, grid)
@@ -83,7 +89,13 @@ def test_each_clients_own_model_is_validated_when_asked(fast_run_config, method)
         load_trainable(model, wire.record_to_arrays(result.arrays))
         state = node_progress.stored_client_state(grid.contexts[grid.node_ids[1]], config)
         load_trainable(model.client, {k: v for k, v in state.items() if not k.startswith("optimizer.")})
-        tested = evaluate(model.client, model.server, load_inputs(config).test, config.eval_batch_size)
+        tested = evaluate(
+            model.client,
+            model.server,
+            load_inputs(config).test,
+            config.eval_batch_size,
+            accuracy_batch_size=config.batch_size,
+        )
         assert accuracies[1] == pytest.approx(tested["test_accuracy"])
 
 
@@ -103,8 +115,7 @@ def test_the_readmes_own_server_app_example_runs(fast_run_config, capsys):
     (example,) = [block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "@app.main()" in block]
     namespace: dict = {}
     exec(compile(example, "README.md", "exec"), namespace)
-    grid = InProcessGrid(client_app.app, NUM_CLIENTS, fast_run_config)
-    namespace["main"](
-        grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=fast_run_config)
-    )
+    run_config = {**fast_run_config, "batch-size": 300}  # split evenly over the 3 clients
+    grid = InProcessGrid(client_app.app, NUM_CLIENTS, run_config)
+    namespace["main"](grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config))
     assert 0.0 <= float(capsys.readouterr().out.strip().splitlines()[-1]) <= 1.0

@@ -9,8 +9,8 @@ one line of `metrics.jsonl`; a Flower `Result` keeps its test half apart from it
 
 The keys are flat names (the JSON lines, the notebooks and the README's tables read them):
 - training half: `TRAIN_KEYS`, from `EpochTally.train_record`;
-- test half: `TEST_LOSS`, `TEST_ACCURACY` and, for retrieval, `test_r<k>_image_to_text` and
-  `test_r<k>_text_to_image` (`tasks.objectives.retrieval_recalls`); with
+- test half: `TEST_LOSS`, `TEST_ACCURACY`, for classification `TEST_ACCURACY_BATCH_MEAN` and, for
+  retrieval, `test_r<k>_image_to_text` and `test_r<k>_text_to_image` (`tasks.objectives.retrieval_recalls`); with
   `validate-only-aggregated-model=false`, `CLIENT_TEST_ACCURACY` (per client),
   `CLIENT_TEST_PARTITIONS` and `CLIENT_TEST_ACCURACY_MEAN`; and `EVAL_S`, the evaluation's time;
 - with `label-attack-report`: the `LABEL_ATTACK_*` scores (`measure.label_attacks`).
@@ -56,6 +56,9 @@ TRAIN_KEYS = (
 TEST_PREFIX, CLIENT_TEST_PREFIX = "test_", "client_test_"
 TEST_LOSS = "test_loss"
 TEST_ACCURACY = "test_accuracy"  # retrieval: the mean of R@1 both ways
+# Classification: the original's figure, the mean of per-batch accuracies over `batch-size` batches, the last
+# (partial) batch weighing as a full one; TEST_ACCURACY is the exact per-sample share.
+TEST_ACCURACY_BATCH_MEAN = "test_accuracy_batch_mean"
 CLIENT_TEST_ACCURACY = "client_test_accuracy"
 CLIENT_TEST_PARTITIONS = "client_test_partitions"
 CLIENT_TEST_ACCURACY_MEAN = "client_test_accuracy_mean"

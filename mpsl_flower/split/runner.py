@@ -120,5 +120,12 @@ class InProcessRunner:
         draws = evaluation_draws(self.config, epoch + 1)
         return with_evaluation(
             tally.train_record(epoch, lr, len(states)),
-            lambda: evaluate(model, self.server.model, self.test, self.config.eval_batch_size, draws),
+            lambda: evaluate(
+                model,
+                self.server.model,
+                self.test,
+                self.config.eval_batch_size,
+                draws,
+                accuracy_batch_size=self.config.batch_size,
+            ),
         )

@@ -30,7 +30,9 @@ from tasks.spec import AudioInput, RandomAudioPlacement, early_fusion_task
 
 FOLDER = "meld"
 RELEASE = "MELD.Raw"
-CLASS_NAMES = ("neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear")
+# Label ids as the original numbers them: its emotion names sorted (`sorted(set(targets))`), anger 0 ...
+# surprise 6. The Dirichlet partitioner draws per label in this order, so it decides the non-IID split.
+CLASS_NAMES = tuple(sorted(("neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear")))
 # official split -> (its clip folder, the archive inside MELD.Raw that unpacks to that folder)
 OFFICIAL_SPLITS = {
     "train": ("train_splits", "train.tar.gz"),

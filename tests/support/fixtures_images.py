@@ -6,6 +6,7 @@ a model can learn from them; every index file has the official names and columns
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -95,3 +96,20 @@ def write_karpathy(data_dir: Path, dataset: str, train_images: int = 8, test_ima
     name = "dataset_coco.json" if dataset == "mscoco" else "dataset_flickr30k.json"
     (folder / name).write_text(json.dumps({"images": entries, "dataset": dataset.replace("mscoco", "coco")}))
     return {"train": train_images, "test": test_images, "captions": captions}
+
+
+def write_hf_flickr30k_table(data_dir: Path) -> Path:
+    """`flickr_annotations_30k.csv` of the Hugging Face copy (nlphuji/flickr30k) for a `write_karpathy`
+    Flickr30K: one row per Karpathy entry, in the split file's order (the real table's `img_id` is the
+    Karpathy `imgid`), columns raw (JSON captions), sentids, split, filename, img_id."""
+    root = data_dir / "flickr30k"
+    entries = json.loads((root / "dataset_flickr30k.json").read_text())["images"]
+    table = root / "flickr_annotations_30k.csv"
+    with open(table, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["raw", "sentids", "split", "filename", "img_id"])
+        for entry in entries:
+            raw = json.dumps([s["raw"] for s in entry["sentences"]])
+            sentids = json.dumps(list(range(len(entry["sentences"]))))
+            writer.writerow([raw, sentids, entry["split"], entry["filename"], entry["imgid"]])
+    return table

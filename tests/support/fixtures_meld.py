@@ -102,7 +102,7 @@ def write_meld(data_dir: Path, per_class: int = 2, missing: int = 0, corrupt: in
         for index, row in enumerate(rows):
             clip = release / CLIP_FOLDERS[official] / f"dia{row['Dialogue_ID']}_utt{row['Utterance_ID']}.mp4"
             seconds = SECONDS[index % len(SECONDS)]
-            label = EMOTIONS.index(row["Emotion"])
+            label = sorted(EMOTIONS).index(row["Emotion"])  # the label ids of the sorted names, as the original
             if official == "train" and index < missing + corrupt:
                 if index >= missing:
                     clip.write_bytes(b"\x00\x00\x00\x18ftypmp42 not really an mp4")
