@@ -21,6 +21,8 @@ from support.official_checkpoints import (
 from transformers import CLIPTextModelWithProjection, CLIPTokenizer
 
 from mpsl_flower.config import ENCODER_SIZES, ConfigError, EncoderSize, parse_run_config
+from mpsl_flower.logs import weight_file_notes_silenced
+from mpsl_flower.models import pretrained
 from mpsl_flower.models.checkpoints import (
     CheckpointError,
     ast_audio_tokenizer,
@@ -346,6 +348,7 @@ def test_an_ast_file_for_another_width_is_refused(tmp_path):
 
 
 def test_missing_files_are_named_with_folder_and_source_and_the_run_goes_on(tmp_path, caplog):
+    pretrained._warned.clear()  # each note shows once per process: earlier tests may have shown these
     config = _config(tmp_path, **{"encoder-size": "vit-b16", "model-weights-dir": str(tmp_path)})
     with caplog.at_level(logging.WARNING):
         server = new_server_model(config)
@@ -353,6 +356,16 @@ def test_missing_files_are_named_with_folder_and_source_and_the_run_goes_on(tmp_
     text = caplog.text
     assert f"{tmp_path}/Meta-Transformer_base_patch16_encoder.pth" in text and "drive.google.com" in text
     assert "tokenizer-weights-cache-dir is not set" in text and "huggingface.co/laion/CLIP-ViT-B-16" in text
+
+
+def test_a_note_silenced_by_a_tool_still_shows_in_a_later_run(tmp_path, caplog):
+    pretrained._warned.clear()
+    config = _config(tmp_path, **{"encoder-size": "vit-b16", "model-weights-dir": str(tmp_path)})
+    with weight_file_notes_silenced():  # as the overhead tool builds its models
+        new_server_model(config)
+    with caplog.at_level(logging.WARNING):
+        new_server_model(config)
+    assert f"{tmp_path}/Meta-Transformer_base_patch16_encoder.pth" in caplog.text
 
 
 def test_text_encoders_that_do_not_fit_the_encoder_are_refused_up_front(tmp_path):

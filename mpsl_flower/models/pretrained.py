@@ -189,9 +189,15 @@ def _vision_checkpoint(config: RunConfig) -> tuple[Path | None, dict[str, torch.
     return None, None
 
 
-@functools.cache
+_warned: set[str] = set()
+
+
 def _warn_once(message: str) -> None:
-    logger.warning(message)
+    """Log `message` the first time it would show; while notes are silenced (`logs.weight_file_notes_silenced`,
+    e.g. the overhead tool) it is not spent, so a run later in the same process still names the file."""
+    if message not in _warned and logger.isEnabledFor(logging.WARNING):
+        _warned.add(message)
+        logger.warning(message)
 
 
 @functools.lru_cache(maxsize=4)
