@@ -125,6 +125,7 @@ class RunConfig:
     dataset: str = field(default="shapes-qa", metadata=_key("dataset", choices=tuple(TASKS)))
     split_type: str = field(default="noniid", metadata=_key("dataset-split-type", choices=SPLIT_TYPES))
     dirichlet_alpha: float = field(default=0.5, metadata=_key("dirichlet-alpha", positive=True))
+    min_partition_size: int = field(default=10, metadata=_key("min-partition-size", minimum=1))
     batch_size: int = field(default=500, metadata=_key("batch-size", minimum=1))
     num_epochs: int = field(default=EMBEDDED_DEFAULTS["nr-of-epochs"], metadata=_key("nr-of-epochs", minimum=1))
     finetune_blocks: int = field(

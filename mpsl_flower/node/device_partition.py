@@ -84,7 +84,16 @@ def partition_folder(config: RunConfig, partition_id: int, num_partitions: int, 
         )
     data_dir = own_data_dir or config.resolved_path("data_dir")
     encoder = resolve_text_encoder(config).identity if config.task.text is not None else None
-    identity = (FORMAT, config.task, config.seed, config.split_type, config.dirichlet_alpha, str(data_dir), encoder)
+    identity = (
+        FORMAT,
+        config.task,
+        config.seed,
+        config.split_type,
+        config.dirichlet_alpha,
+        config.min_partition_size,
+        str(data_dir),
+        encoder,
+    )
     key = hashlib.sha256(repr(identity).encode()).hexdigest()[:20]
     return cache_dir / PARTITIONS_DIR / f"{config.dataset}-{key}" / f"partition-{partition_id}-of-{num_partitions}"
 
@@ -125,7 +134,13 @@ def _rows(config: RunConfig, labels: torch.Tensor, num_partitions: int) -> list[
 
     index = SplitData({}, labels)
     return partition_rows(
-        index, config.task.num_classes, config.split_type, num_partitions, config.dirichlet_alpha, config.seed
+        index,
+        config.task.num_classes,
+        config.split_type,
+        num_partitions,
+        config.dirichlet_alpha,
+        config.seed,
+        config.min_partition_size,
     )
 
 

@@ -17,7 +17,13 @@ from tasks.partitioning import partition_rows
 def _all_partition_rows(config: RunConfig, num_partitions: int) -> list[list[int]]:
     train = load_inputs(config).train
     return partition_rows(
-        train, config.task.num_classes, config.split_type, num_partitions, config.dirichlet_alpha, config.seed
+        train,
+        config.task.num_classes,
+        config.split_type,
+        num_partitions,
+        config.dirichlet_alpha,
+        config.seed,
+        config.min_partition_size,
     )
 
 

@@ -42,6 +42,7 @@ class InProcessRunner:
             num_clients,
             config.dirichlet_alpha,
             config.seed,
+            config.min_partition_size,
         )
         self.partitions: list[SplitData] = [data.train.subset(r) for r in rows]
         self.clients = [new_client_side(config) for _ in range(num_clients)]
