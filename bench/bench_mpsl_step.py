@@ -87,9 +87,9 @@ class TimedStrategy(MpslStrategy):
         )
         self.current = None
 
-    def timed_exchange(self, grid, contents, message_type, timeout_s, group_id=""):
+    def timed_exchange(self, grid, contents, message_type, timeout_s, group_id="", on_reply=None):
         started = time.perf_counter()
-        result = exchange(grid, contents, message_type, timeout_s, group_id)
+        result = exchange(grid, contents, message_type, timeout_s, group_id, on_reply)
         if self.current is not None:
             self.current[message_type] += time.perf_counter() - started
             if message_type == wire.FORWARD:

@@ -182,6 +182,12 @@ class RunConfig:
     label_attack_report: bool = field(default=False, metadata=_key("label-attack-report"))
     resume_from: str = field(default="", metadata=_key("resume-from", path="server"))  # checked by RunResults
     allow_missing_weights: bool = field(default=False, metadata=_key("allow-missing-weights"))
+    # Beyond the original: a seeded sample of this many clients per MPSL step (0: every client, as the original).
+    clients_per_step: int = field(default=0, metadata=_key("clients-per-step", minimum=0))
+    # Beyond the original: the named real dataset's exact shapes with generated inputs, no download needed.
+    rehearsal: bool = field(default=False, metadata=_key("rehearsal"))
+    rehearsal_train_samples: int = field(default=0, metadata=_key("rehearsal-train-samples", minimum=0))
+    rehearsal_test_samples: int = field(default=0, metadata=_key("rehearsal-test-samples", minimum=0))
 
     @functools.cached_property
     def task(self) -> TaskSpec:
@@ -216,26 +222,41 @@ class RunConfig:
         return self.method == "fedclip" or self.adapter_approach
 
     def client_batch_size(self, num_clients: int) -> int:
-        """Each client's mini-batch: the global batch split evenly, rounded up (500/100 = 5)."""
-        return math.ceil(self.batch_size / num_clients)
+        """Each client's mini-batch: the global batch split evenly over the clients of a step, rounded up
+        (500/100 = 5); those are every client, or `clients-per-step` of them when fewer."""
+        return math.ceil(self.batch_size / self.step_clients(num_clients))
+
+    def step_clients(self, num_clients: int) -> int:
+        """How many of `num_clients` clients take part in each step: `clients-per-step`, or every one (0)."""
+        return min(self.clients_per_step, num_clients) if self.clients_per_step else num_clients
 
     def check_num_clients(self, num_clients: int) -> None:
-        """Fail before training when the federation cannot be served with this config: too few clients, or
-        (MPSL, FedAvg, FedCLIP) a global batch that is not the clients' mini-batches summed."""
+        """Fail before training when the federation cannot be served with this config: too few clients, more
+        `clients-per-step` than clients, or (MPSL, FedAvg, FedCLIP) a global batch that is not the mini-batches
+        of a step's clients summed."""
         if num_clients < 1:
             raise ConfigError("no clients are connected: start at least one SuperNode")
-        if self.batch_size < num_clients:
+        if self.clients_per_step > num_clients:
             raise ConfigError(
-                f"batch-size={self.batch_size} is below the number of clients ({num_clients}): "
-                f"every client needs at least one sample per step; set batch-size >= {num_clients}"
+                f"clients-per-step={self.clients_per_step} exceeds the {num_clients} connected clients: "
+                f"set it to at most {num_clients}, or to 0 for every client in every step"
             )
-        if self.method in SPLIT_BATCH_METHODS and self.batch_size % num_clients:
-            mini_batch = self.client_batch_size(num_clients)
-            below, above = (mini_batch - 1) * num_clients, mini_batch * num_clients
+        sharers = self.step_clients(num_clients)
+        among = f"clients-per-step={sharers}" if self.clients_per_step else f"the number of clients ({sharers})"
+        if self.batch_size < sharers:
             raise ConfigError(
-                f"batch-size={self.batch_size} does not split evenly over {num_clients} clients: each would take "
+                f"batch-size={self.batch_size} is below {among}: every client of a step needs at least one "
+                f"sample; set batch-size >= {sharers}"
+            )
+        if self.method in SPLIT_BATCH_METHODS and self.batch_size % sharers:
+            mini_batch = self.client_batch_size(num_clients)
+            below, above = (mini_batch - 1) * sharers, mini_batch * sharers
+            over = f"the clients-per-step={sharers}" if self.clients_per_step else str(sharers)
+            other_k = f", or clients-per-step to a divisor of {self.batch_size}" if self.clients_per_step else ""
+            raise ConfigError(
+                f"batch-size={self.batch_size} does not split evenly over {over} clients: each would take "
                 f"{mini_batch} samples, {above} in all, and the original refuses a step larger than batch-size; "
-                f"set batch-size to a multiple of {num_clients}, e.g. {below} or {above}"
+                f"set batch-size to a multiple of {sharers}, e.g. {below} or {above}{other_k}"
             )
 
     def resolved_path(self, name: str) -> Path | None:
@@ -336,6 +357,7 @@ def parse_run_config(run_config: Mapping[str, object]) -> RunConfig:
             "nothing to train; train a tokenizer or keep the pre-LayerNorm"
         )
     _check_mpsl_keys(config)
+    _check_rehearsal(config)
     if config.fraction_train > 1:
         raise ConfigError(f"fraction-train={config.fraction_train} must be in (0, 1]")
     if config.lr_gamma > 1:
@@ -370,6 +392,11 @@ def _check_mpsl_keys(config: RunConfig) -> None:
             f"label-privacy and label-attack-report concern MPSL's server, which sees gradients of client losses; "
             f"with method={config.method!r} no per-sample gradient leaves a client: leave them at 'none' and false"
         )
+    if config.method != "mpsl" and config.clients_per_step:
+        raise ConfigError(
+            f"clients-per-step={config.clients_per_step} draws the clients of each MPSL step; "
+            f"method={config.method!r} has no such steps: leave clients-per-step at 0"
+        )
     if config.method != "mpsl" and config.resume_from:
         raise ConfigError(
             f"resume-from continues MPSL runs only; a method={config.method!r} run keeps no resume state: "
@@ -379,6 +406,21 @@ def _check_mpsl_keys(config: RunConfig) -> None:
         raise ConfigError(
             f"label-attack-report=true scores attacks against class labels; {config.dataset} is a retrieval task "
             "whose pairs are in-batch positions, not labels: set label-attack-report=false"
+        )
+
+
+def _check_rehearsal(config: RunConfig) -> None:
+    """A rehearsal generates a real dataset's shapes; the embedded tasks are generated already."""
+    if not config.rehearsal:
+        counts = (("train", config.rehearsal_train_samples), ("test", config.rehearsal_test_samples))
+        chosen = " ".join(f"rehearsal-{split}-samples={count}" for split, count in counts if count)
+        if chosen:
+            raise ConfigError(f"{chosen} sizes a rehearsal: set rehearsal=true too, or leave them at 0")
+    elif config.dataset in EMBEDDED:
+        real = ", ".join(name for name in TASKS if name not in EMBEDDED)
+        raise ConfigError(
+            f"rehearsal=true rehearses a real dataset; dataset={config.dataset!r} is generated already: "
+            f"set rehearsal=false, or choose one of {real}"
         )
 
 

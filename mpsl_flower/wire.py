@@ -13,6 +13,9 @@ The functions that convert tensors import it (and the codec) when first called.
 MPSL: one step costs two round trips per client:
   train.forward    server -> client: STEP (+ CUT_GRAD of the client's previous step,
                    piggy-backed, with CUT_GRAD_STEP); reply: SMASHED activations per stream.
+                   STEP's BATCH_INDEX names which of its epoch's mini-batches the client takes:
+                   the step index when every client takes part in every step, the times the
+                   server drew it before in this epoch with `clients-per-step`.
   train.loss_grad  server -> client: LOGITS (the server's output: logits, retrieval embeddings,
                    or pooled features with `label-privacy='u-shaped'`) and STEP (+ TOTAL_BATCH);
                    reply: LOGIT_GRAD, dL/d(that output) of the client's weighted loss, with its
@@ -27,7 +30,8 @@ FedAvg and FedCLIP (Flower's `FedAvg` record layout):
   train            server -> client: ARRAYS (the trainable set) and CONFIG (SERVER_ROUND,
                    CLIENT_BATCH_SIZE); reply: trained ARRAYS and METRICS.
 Every method:
-  query.partition_info   reply: INFO (partition id, number of partitions, training samples).
+  query.partition_info   reply: INFO (partition id, number of partitions, training samples) and
+                   NODE (the device the client computes on, or why it cannot use the one asked for).
   query.ping       empty both ways: measures Flower's own round-trip floor.
 """
 
@@ -58,7 +62,7 @@ def action(message_type: str) -> str:
 
 
 # ---- record keys: MPSL --------------------------------------------------------------------
-STEP = "step"  # ConfigRecord: EPOCH, STEP_INDEX, CLIENT_BATCH_SIZE (+ TOTAL_BATCH for LOSS_GRAD)
+STEP = "step"  # ConfigRecord: EPOCH, STEP_INDEX, CLIENT_BATCH_SIZE, BATCH_INDEX (TOTAL_BATCH for LOSS_GRAD)
 CUT_GRAD = "cut_grad"  # ArrayRecord: stream name -> gradient at the cut layer
 CUT_GRAD_STEP = "cut_grad_step"  # ConfigRecord: EPOCH, STEP_INDEX the cut gradient belongs to
 SMASHED = "smashed"  # ArrayRecord: stream name -> activations [m, tokens, width]
@@ -79,6 +83,7 @@ INFO = "info"  # MetricRecord: PARTITION_ID, NUM_PARTITIONS, NUM_EXAMPLES
 EPOCH = "epoch"
 STEP_INDEX = "step"
 CLIENT_BATCH_SIZE = "client-batch-size"
+BATCH_INDEX = "batch-index"  # which of the epoch's mini-batches a client takes at a step
 TOTAL_BATCH = "total-batch"
 RUN_KEY = "run-key"  # names the run's folder in every node's client-state store
 EPOCHS_DONE = "epochs-done"  # epochs the run has finished before this message's epoch
@@ -104,6 +109,11 @@ STATE_STORE_KEY = "store-key"  # where the node's client state lies in its store
 STATE_RUN_KEY = "run-key"  # the run's RUN_KEY, kept so every handler finds the run's folder
 STATE_POSITION = "position"  # (epoch, step, phase) of the last message this state handled
 STATE_FEDAVG_OPTIMIZER = "fedavg.optimizer"  # ArrayRecord: this client's Adam state across rounds
+
+# ---- query.partition_info: where the client computes ------------------------------------
+NODE = "node"  # ConfigRecord: CLIENT_DEVICE, or DEVICE_PROBLEM when the client cannot use the `device` asked for
+CLIENT_DEVICE = "device"  # "cpu" or "cuda"
+DEVICE_PROBLEM = "device-problem"  # why not, and what to set
 
 WIRE_DTYPE = np.float32
 

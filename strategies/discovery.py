@@ -1,4 +1,4 @@
-"""Find the connected clients: node id, data partition and training-set size of each."""
+"""Find the connected clients: node id, data partition, training-set size and device of each."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from flwr.common import log
 from flwr.serverapp import Grid
 
 from mpsl_flower import wire
+from mpsl_flower.config import ConfigError
 from strategies.exchange import NO_REPLY, exchange
 
 DISCOVERY_POLL_S = 0.5
@@ -18,11 +19,13 @@ DISCOVERY_POLL_S = 0.5
 
 @dataclass(frozen=True)
 class ClientInfo:
-    """A connected client: its node, its data partition and how many samples it holds."""
+    """A connected client: its node, its data partition, how many samples it holds and the device it computes
+    on ("" when its reply does not say)."""
 
     node_id: int
     partition_id: int
     num_examples: int
+    device: str = ""
 
 
 def discover_clients(grid: Grid, timeout_s: float, wait_s: float | None = None) -> list[ClientInfo]:
@@ -32,6 +35,7 @@ def discover_clients(grid: Grid, timeout_s: float, wait_s: float | None = None) 
     (default: `timeout_s`) lasts: a device may still be starting, or building its data cache, and
     must not be left out of the whole run for that. Only a node that answers with an error or a
     malformed reply is left out. Progress is logged after every round that leaves nodes waiting.
+    A node that cannot compute on the `device` asked for stops the run (`ConfigError`, its reason).
     """
     started = time.monotonic()
     deadline = started + (timeout_s if wait_s is None else max(wait_s, timeout_s))
@@ -53,7 +57,11 @@ def discover_clients(grid: Grid, timeout_s: float, wait_s: float | None = None) 
                     log(WARNING, "node %d left out: its partition info lacks %s", node, missing)
                     refused.add(node)
                     continue
-                known[node] = ClientInfo(node, int(info[wire.PARTITION_ID]), int(info[wire.NUM_EXAMPLES]))
+                partition, facts = int(info[wire.PARTITION_ID]), content.get(wire.NODE, {})
+                if wire.DEVICE_PROBLEM in facts:
+                    raise ConfigError(f"partition {partition}: {facts[wire.DEVICE_PROBLEM]}")
+                device = str(facts.get(wire.CLIENT_DEVICE, ""))
+                known[node] = ClientInfo(node, partition, int(info[wire.NUM_EXAMPLES]), device)
                 expected = max(expected, int(info[wire.NUM_PARTITIONS]))
         if expected and len(known) >= expected:
             break

@@ -3,13 +3,15 @@
 `Grid.send_and_receive` sleeps 0.1 s (simulation) to 3 s (deployment) between polls, far
 longer than an MPSL round trip should take; here the poll interval starts at 1 ms and backs
 off to 20 ms. Errors and silence become per-node failure reasons instead of exceptions, so
-one bad client never stops the others.
+one bad client never stops the others. `on_reply` sees each reply the moment it is pulled, so the
+caller can work on it (MPSL copies activations to its GPU) while it waits for the others.
 """
 
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from flwr.app import Message, RecordDict
@@ -35,9 +37,15 @@ class Exchange:
 
 
 def exchange(
-    grid: Grid, contents: dict[int, RecordDict], message_type: str, timeout_s: float, group_id: str = ""
+    grid: Grid,
+    contents: dict[int, RecordDict],
+    message_type: str,
+    timeout_s: float,
+    group_id: str = "",
+    on_reply: Callable[[int, RecordDict], None] | None = None,
 ) -> Exchange:
-    """Push `contents[node]` to each node as `message_type`; wait up to `timeout_s` for replies."""
+    """Push `contents[node]` to each node as `message_type`; wait up to `timeout_s` for replies.
+    `on_reply(node, content)` is called once for each reply that is not an error, as it arrives."""
     result = Exchange()
     deadline = time.monotonic() + timeout_s  # before the messages' TTLs start: never later than they expire
     messages = {
@@ -65,6 +73,8 @@ def exchange(
             else:
                 result.replies[node] = reply.content
                 result.bytes_up += payload_bytes(reply.content)
+                if on_reply is not None:
+                    on_reply(node, reply.content)
         if not waiting or time.monotonic() >= deadline:
             break
         time.sleep(poll_s)

@@ -1,6 +1,7 @@
 """MPSL as a Flower strategy: the server side of parallel split learning over a `Grid`.
 
-Per step, two round trips to every participating client: `train.forward` (carrying the
+Per step, two round trips to every participating client (every client, or with `clients-per-step`
+a seeded draw of them: `split.schedule.StepSchedule`): `train.forward` (carrying the
 cut-layer gradient of the client's previous step) returns smashed activations; all of them
 go through ONE server forward; `train.loss_grad` sends each client its logits and returns
 dL/dlogits; ONE backward and optimizer step follow. A client that errs, times out or sends
@@ -36,7 +37,7 @@ from mpsl_flower.runs.record import EpochTally
 from mpsl_flower.runs.writer import RunResults
 from mpsl_flower.split.aggregation import averaged_client_model
 from mpsl_flower.split.optimizer import epoch_lr
-from mpsl_flower.split.schedule import num_batches, steps_per_epoch
+from mpsl_flower.split.schedule import StepSchedule, batch_length
 from mpsl_flower.split.server_side import new_server_side
 from strategies.discovery import ClientInfo
 from strategies.exchange import Exchange, exchange
@@ -73,6 +74,7 @@ class MpslStrategy(LoopStrategy):
         self.run_key = results.run_key if results else uuid.uuid4().hex
         self.resumed_after = 0  # epochs finished before this start (resume-from)
         self.gradient_sample = GradientSample(config)
+        self._schedule: StepSchedule | None = None  # of the federation `run_step` last served
 
     # ---- run ----------------------------------------------------------------------------
 
@@ -113,8 +115,15 @@ class MpslStrategy(LoopStrategy):
             expected_clients=resumed.get("num_clients", 0) if resumed else None,
         )
         clients, m, report = opening.clients, opening.client_batch_size, opening.report
-        steps = steps_per_epoch([c.num_examples for c in clients], m)
-        log(INFO, "[MPSL] %d clients, %d samples/client/step, %d steps/epoch", len(clients), m, steps)
+        steps = self.schedule(clients).num_steps
+        log(
+            INFO,
+            "[MPSL] %d clients, %d of them per step, %d samples/client/step, %d steps/epoch",
+            len(clients),
+            self.config.step_clients(len(clients)),
+            m,
+            steps,
+        )
         if resumed:
             self.run_key, self.resumed_after = restore(self.server, resumed)
             report.replay(self.results.records)
@@ -127,6 +136,11 @@ class MpslStrategy(LoopStrategy):
                 self.run_step(grid, clients, epoch, step, m, timeout, tally)
                 if (step + 1) % max(1, steps // 4) == 0 and step + 1 < steps:
                     log(INFO, "[MPSL] epoch %d: step %d/%d", epoch + 1, step + 1, steps)
+            if not tally.steps:  # every client dropped out of every step: nothing trained, nothing to report
+                raise RuntimeError(
+                    f"[MPSL] epoch {epoch + 1}: no step ran, every client dropped out of every step (the drop "
+                    "lines above give each reason); fix what they name and start the run again"
+                )
             states = self.collect_client_states(grid, clients, epoch, timeout, tally)
             weights = {c.partition_id: c.num_examples for c in clients}
             client_model = averaged_client_model(self.config, list(states.values()), [weights[p] for p in states])
@@ -183,31 +197,47 @@ class MpslStrategy(LoopStrategy):
     def run_step(
         self, grid: Grid, clients: list[ClientInfo], epoch: int, step: int, m: int, timeout: float, tally: EpochTally
     ) -> None:
-        """One MPSL step over every client that still has data in this epoch."""
-        active = [c for c in clients if step < num_batches(c.num_examples, m)]
-        sizes = {c.node_id: min(m, c.num_examples - step * m) for c in active}
-        step_info = ConfigRecord(
-            {wire.EPOCH: epoch, wire.STEP_INDEX: step, wire.CLIENT_BATCH_SIZE: m, **self._run(epoch)}
-        )
-        requests = {c.node_id: self._with_pending_cut_grad(c.node_id, {wire.STEP: step_info}) for c in active}
-        forward = exchange(grid, requests, wire.FORWARD, timeout, group_id=f"{epoch}.{step}")
+        """One MPSL step over the step's clients: every client that still has data in this epoch, or the
+        `clients-per-step` drawn for it; each takes the mini-batch the schedule names."""
+        takes = self.schedule(clients).takes(epoch, step)
+        active = [c for c in clients if c.partition_id in takes]
+        batch = {c.node_id: takes[c.partition_id] for c in active}
+        sizes = {c.node_id: batch_length(c.num_examples, m, batch[c.node_id]) for c in active}
+        step_info = {wire.EPOCH: epoch, wire.STEP_INDEX: step, wire.CLIENT_BATCH_SIZE: m, **self._run(epoch)}
+        requests = {
+            c.node_id: self._with_pending_cut_grad(
+                c.node_id, {wire.STEP: ConfigRecord({**step_info, wire.BATCH_INDEX: batch[c.node_id]})}
+            )
+            for c in active
+        }
+        problems: dict[int, str | None] = {}
+
+        def stage(node: int, content: RecordDict) -> None:
+            """As each reply arrives: check it, and start copying its activations to the device while the
+            other clients' replies are still on their way."""
+            expected = {name: (sizes[node], *shape) for name, shape in self.stream_shapes.items()}
+            problems[node] = wire.reply_problem(
+                content, wire.SMASHED, expected, wire.CLIENT_METRICS, wire.FORWARD_METRICS, self.precision
+            )
+            if problems[node] is None:
+                self.server.stage(node, wire.read_activations(content[wire.SMASHED], self.precision, upcast=False))
+
+        forward = exchange(grid, requests, wire.FORWARD, timeout, group_id=f"{epoch}.{step}", on_reply=stage)
         self._count(forward, tally)
-        smashed = {}
+        smashed = []  # the nodes whose activations are staged, in the order of `active`
         for c in active:
-            expected = {name: (sizes[c.node_id], *shape) for name, shape in self.stream_shapes.items()}
-            reason = _reply_problem(forward, c.node_id, wire.SMASHED, expected, wire.FORWARD_METRICS, self.precision)
+            reason = forward.failures.get(c.node_id) or problems.get(c.node_id)
             if reason:
                 self._drop(c, epoch, step, reason, tally)
             else:
-                reply = forward.replies[c.node_id][wire.SMASHED]
-                smashed[c.node_id] = wire.read_activations(reply, self.precision, upcast=False)  # on the device
+                smashed.append(c.node_id)
                 tally.client_compute_s += float(forward.replies[c.node_id][wire.CLIENT_METRICS][wire.COMPUTE_S])
         if not smashed:
             log(WARNING, "[MPSL] epoch %d step %d: no client sent activations; step skipped", epoch + 1, step)
             return
 
         started = time.perf_counter()
-        logits = dict(zip(smashed, self.server.forward(list(smashed.values()))))
+        logits = dict(zip(smashed, self.server.forward_staged(smashed)))
         tally.server_compute_s += time.perf_counter() - started
 
         total = sum(sizes[node] for node in smashed)
@@ -237,7 +267,8 @@ class MpslStrategy(LoopStrategy):
             tally.client_compute_s += float(metrics[wire.COMPUTE_S])
             logit_grads.append(wire.read_activations(reply[wire.LOGIT_GRAD], self.precision)[wire.LOGIT_GRAD])
             partition = next(c.partition_id for c in active if c.node_id == node)
-            self.gradient_sample.observe(partition, epoch, step, logit_grads[-1])
+            # `step_batch` finds the gradient's labels from the batch index (and cycles it like the client)
+            self.gradient_sample.observe(partition, epoch, batch[node], logit_grads[-1])
 
         started = time.perf_counter()
         cut_grads = self.server.backward(logit_grads)
@@ -246,6 +277,13 @@ class MpslStrategy(LoopStrategy):
             if cut_grad is not None:
                 self.pending_cut_grads[node] = (cut_grad, epoch, step)
         tally.steps += 1
+
+    def schedule(self, clients: list[ClientInfo]) -> StepSchedule:
+        """The step schedule of the federation `clients`, kept while it stays the same."""
+        sizes = {c.partition_id: c.num_examples for c in clients}
+        if self._schedule is None or self._schedule.partition_sizes != sizes:
+            self._schedule = StepSchedule(self.config, sizes)
+        return self._schedule
 
     def _run(self, epoch: int) -> dict:
         """The run's key and finished epochs, for the STEP records of forward and end_epoch messages."""

@@ -4,6 +4,7 @@ Embedded tasks are generated from the seed. Real datasets are read from their of
 layout under `torch-data-dir` (each module in `tasks/datasets/` says which) and decoded once
 into the preprocessing cache. As in the original, a dataset that can be downloaded is
 downloaded when a run first needs it; offline, the error says what to fetch by hand.
+A rehearsal of a real dataset generates its data in the real layout instead (`tasks.rehearsal`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from tasks.archives import download
 from tasks.data import TaskData
 from tasks.datasets import REAL_DATASETS
 from tasks.preprocess import DatasetError, build_split
+from tasks.rehearsal import Rehearsal, rehearsal_data
 from tasks.spec import RandomMoment, TaskSpec, fusion_readout, fusion_types
 
 logger = logging.getLogger(__name__)
@@ -64,11 +66,15 @@ def load_task_data(
     data_dir: Path | None = None,
     cache_dir: Path | None = None,
     task: TaskSpec | None = None,
+    rehearsal: Rehearsal | None = None,
 ) -> TaskData:
     """Train and test splits of task `name`, decoded as `task` says (default: the task as registered);
-    embedded tasks are generated from `seed`."""
+    embedded tasks are generated from `seed`, and so is a real task's `rehearsal`, in its real layout
+    (no files read)."""
     if name in EMBEDDED:
         return embedded.generate(name, seed)
+    if rehearsal is not None:
+        return rehearsal_data(task or REAL_DATASETS[name].SPEC, seed, rehearsal)
     _require_data_dir(name, data_dir)
     if cache_dir is None:  # before reading (or downloading) anything
         raise DatasetError(

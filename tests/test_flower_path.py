@@ -150,6 +150,26 @@ def test_failing_clients_are_dropped_from_the_step_and_the_run_finishes(fast_run
     assert "expected float32 (" in log and "NaN or Inf" in log and "no reply within 1 s" in log
 
 
+def _crashing_client_app() -> ClientApp:
+    """The real ClientApp, except that every forward fails."""
+    app = ClientApp()
+
+    def crash(message: Message, context: Context) -> Message:
+        raise RuntimeError("simulated client crash")
+
+    app.train(wire.action(wire.FORWARD))(crash)
+    app.query(wire.action(wire.PARTITION_INFO))(client_module.app)
+    return app
+
+
+def test_a_run_whose_every_client_drops_out_of_every_step_stops_instead_of_reporting_an_untrained_model(
+    fast_run_config,
+):
+    grid = InProcessGrid(_crashing_client_app(), 2, {**fast_run_config, "batch-size": 200})
+    with pytest.raises(RuntimeError, match="epoch 1: no step ran, every client dropped out"):
+        run_strategy(parse_run_config({**fast_run_config, "batch-size": 200}), grid)
+
+
 def test_invalid_config_stops_the_run_before_any_training_message(fast_run_config):
     grid = InProcessGrid(client_module.app, NUM_CLIENTS, {**fast_run_config, "dataset": "mnist"})
     context = Context(

@@ -6,22 +6,27 @@ MPSL handlers (`train.forward`, `train.loss_grad`, `train.end_epoch`) drive the 
 `ClientSide` through its progress record (`node.progress`: what the node keeps between
 messages, and the rules for stale and retried ones); the plain `train` handler runs the FedAvg
 baseline's local epoch. At the end of each epoch the node snapshots its state, and a node that
-starts a resumed run (no state of its own yet) loads the snapshot the server names.
+starts a resumed run (no state of its own yet) loads the snapshot the server names. A message
+that runs where the node's store is not (`state_store.check_store_here`) is refused before it
+touches any state.
+
+Every handler computes on the client's device (`models.factory.client_device`: a GPU when the
+process holds one) and replies with CPU arrays.
 """
 
 from __future__ import annotations
 
 import time
 
-from flwr.app import Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 
 from mpsl_flower import wire
 from mpsl_flower.config import RunConfig, parse_run_config
 from mpsl_flower.logs import show_project_logs
-from mpsl_flower.models.factory import new_full_model, task_objective
+from mpsl_flower.models.factory import DeviceUnavailable, client_device, new_full_model, task_objective
 from mpsl_flower.models.trainable import load_optimizer_arrays, load_trainable, optimizer_arrays, trainable_arrays
 from mpsl_flower.node import progress as node
-from mpsl_flower.node.state_store import save_snapshot
+from mpsl_flower.node.state_store import check_store_here, save_snapshot
 from mpsl_flower.node.training_data import node_partition
 from mpsl_flower.split.client_side import ClientSide, loss_gradient
 from mpsl_flower.split.local_epoch import train_local_epoch
@@ -31,10 +36,19 @@ from tasks.data import SplitData
 show_project_logs()
 
 
+def _claim(msg: Message, context: Context, config: RunConfig) -> None:
+    """`node.claim`, once this process's `client-state-dir` is known to hold the node's store (its first
+    message creates one wherever it runs)."""
+    record = node.progress(context)
+    if wire.STATE_POSITION in record:
+        check_store_here(config.client_state_dir, record[wire.STATE_STORE_KEY], tuple(record[wire.STATE_POSITION]))
+    node.claim(msg, context, config)
+
+
 def _resume(msg: Message, context: Context) -> tuple[RunConfig, SplitData, ClientSide, dict]:
     """Config, partition and client of this node, with its pending step finished."""
     config = parse_run_config(context.run_config)
-    node.claim(msg, context, config)
+    _claim(msg, context, config)
     data = node_partition(context.node_config, config)
     client = node.load_client(context, config)
     return config, data, client, node.finish_pending_step(msg, context, config, client, data)
@@ -66,7 +80,11 @@ def partition_info(msg: Message, context: Context) -> Message:
             wire.NUM_EXAMPLES: len(data),
         }
     )
-    return Message(RecordDict({wire.INFO: info}), reply_to=msg)
+    try:
+        device = {wire.CLIENT_DEVICE: client_device(config).type}
+    except DeviceUnavailable as error:  # the server stops the run before training, with this reason
+        device = {wire.DEVICE_PROBLEM: str(error)}
+    return Message(RecordDict({wire.INFO: info, wire.NODE: ConfigRecord(device)}), reply_to=msg)
 
 
 def forward(msg: Message, context: Context) -> Message:
@@ -85,7 +103,7 @@ def loss_grad(msg: Message, context: Context) -> Message:
     computed with labels that stay here."""
     started = time.perf_counter()
     config = parse_run_config(context.run_config)
-    node.claim(msg, context, config)
+    _claim(msg, context, config)
     data = node_partition(context.node_config, config)
     progress = node.progress(context)
     step = msg.content[wire.STEP]
@@ -131,7 +149,7 @@ def fedavg_local_epoch(msg: Message, context: Context) -> Message:
     started = time.perf_counter()
     config = parse_run_config(context.run_config)
     data = node_partition(context.node_config, config)
-    model = new_full_model(config)
+    model = new_full_model(config).to(client_device(config))
     load_trainable(model, wire.record_to_arrays(msg.content[wire.ARRAYS]))
     optimizer = new_optimizer(model, config.learning_rate)
     if wire.STATE_FEDAVG_OPTIMIZER in context.state:

@@ -1,11 +1,13 @@
 """The model factory: the client and server halves, and the unsplit model, from a run config, identically
-on every path, and the device the run computes on.
+on every path, and the devices the run computes on: the server's, and each client's.
 
 Seeds make the initialisation reproducible: every client starts from the same tokenizers
 (as they would from one pretrained checkpoint) and the server from one encoder.
 """
 
 from __future__ import annotations
+
+import sys
 
 import torch
 
@@ -89,10 +91,59 @@ def new_full_model(config: RunConfig) -> FullModel:
     return FullModel(new_client_model(config), new_server_model(config))
 
 
+class DeviceUnavailable(RuntimeError):
+    """`device='cuda'` where torch sees no CUDA device."""
+
+
 def resolve_device(config: RunConfig) -> torch.device:
-    """`auto` picks CUDA when present, else the CPU."""
+    """The server's device: `auto` picks CUDA when present, else the CPU."""
     if config.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if config.device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device='cuda' was asked for, but torch sees no CUDA device; set device='auto' or 'cpu'")
+        raise DeviceUnavailable(
+            "device='cuda' was asked for, but torch sees no CUDA device; set device='auto' or 'cpu'"
+        )
     return torch.device(config.device)
+
+
+def client_device_name(device: str, cuda_available: bool, gpu_ids: list | None) -> str:
+    """Where a client computes, from the `device` key, whether torch sees CUDA, and the GPUs Ray assigned to the
+    client's actor (`gpu_ids`; None outside a Ray actor: a SuperNode's process, a grid in this process).
+
+    `cpu` and `cuda` force the device. `auto` picks CUDA only for a process that holds a GPU: in simulation,
+    an actor that Ray gave a GPU share (`client-resources-num-gpus` > 0); elsewhere, a machine whose GPU torch
+    sees. A zero-share actor stays on the CPU even when it can see a GPU (`RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO=0`):
+    Ray did not count it there, and its memory belongs to the server and the actors that have a share.
+    """
+    if device == "cpu":
+        return "cpu"
+    if device == "cuda":
+        if cuda_available:
+            return "cuda"
+        if gpu_ids is not None and not gpu_ids:
+            raise DeviceUnavailable(
+                "device='cuda', but this client's Ray actor has no GPU: give clients a GPU share "
+                "(--federation-config 'client-resources-num-gpus=0.1') or set device='auto' (clients on a GPU "
+                "when they have a share, the server on CUDA when it has one)"
+            )
+        raise DeviceUnavailable(
+            "device='cuda', but torch sees no CUDA device where this client runs; set device='auto' or 'cpu'"
+        )
+    has_gpu = cuda_available and (gpu_ids is None or len(gpu_ids) > 0)
+    return "cuda" if has_gpu else "cpu"
+
+
+def ray_gpu_ids() -> list | None:
+    """The GPU ids Ray assigned to this process's actor ([] for a zero share), or None outside a Ray actor.
+
+    Ray is never imported here: a ClientApp in a Ray actor has imported it already.
+    """
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized() or ray.get_runtime_context().get_actor_id() is None:
+        return None
+    return list(ray.get_gpu_ids())
+
+
+def client_device(config: RunConfig) -> torch.device:
+    """The device this process's client computes on (`client_device_name`)."""
+    return torch.device(client_device_name(config.device, torch.cuda.is_available(), ray_gpu_ids()))

@@ -325,11 +325,21 @@ def _text_encoder_file(config: RunConfig) -> WeightFile | None:
 def require_weight_files(config: RunConfig) -> None:
     """Stop a run on a real dataset whose model would start from fallbacks for want of official files, naming
     each file, its folder and where to get it; `allow-missing-weights=true` trains with the fallbacks. The
-    embedded tasks, and encoders without official files (`tiny-default`, `bag-of-words`), need none."""
+    embedded tasks, and encoders without official files (`tiny-default`, `bag-of-words`), need none. A
+    rehearsal (`rehearsal=true`) measures a run's shapes, not its accuracy: it goes on with the fallbacks,
+    saying so in one line."""
     if config.dataset in EMBEDDED or config.allow_missing_weights:
         return
     missing = missing_weight_files(config)
-    if missing:
+    if missing and config.rehearsal:
+        logger.warning(
+            "rehearsal of %s runs with random weights: %d official weight files are missing (%s), so the parts "
+            "they initialise start from their fallbacks (README, 'Pretrained weights')",
+            config.dataset,
+            len(missing),
+            ", ".join(entry.names[0] for entry in missing),
+        )
+    elif missing:
         files = "; ".join(entry.missing_message(config.folder(entry.folder_key)) for entry in missing)
         raise ConfigError(
             f"dataset={config.dataset!r} with encoder-size={config.encoder_size!r} loads official weight files that "

@@ -16,7 +16,9 @@ decode and text-encode the whole dataset. A device instead:
 
 Every later message reads the manifest and memory-maps the columns: no annotation parsing, no
 decoding, no text encoder. With `data-dir` in the node config the device's own files, in the
-task's official layout, are its partition: all of their training split.
+task's official layout, are its partition: all of their training split. A rehearsal
+(`rehearsal=true`) generates the task's data as a simulation does, and writes the device's
+partition of it into the folder, as decoding would.
 
 The folder is keyed by everything that chooses the samples and their features (task, seed,
 split type, alpha, partition, data folder, text encoder); a changed setting builds a new folder.
@@ -35,6 +37,7 @@ import torch
 
 from mpsl_flower.config import RunConfig
 from mpsl_flower.models.pretrained import resolve_text_encoder
+from mpsl_flower.split.model_inputs import rehearsal_of
 from tasks.atomic import atomic_folder
 from tasks.augment import step_view
 from tasks.data import DiskColumn, SplitData
@@ -48,6 +51,7 @@ NODE_DATA_DIR = "data-dir"  # node config: the device's own files, in the task's
 MANIFEST = "partition.json"
 FORMAT = 1  # bump when the folder's layout changes, to build every partition anew
 LABELS_FILE = "labels.npy"
+WRITE_ROWS = 256  # a generated column is written this many rows at a time
 
 
 def device_partition(
@@ -94,6 +98,9 @@ def partition_folder(config: RunConfig, partition_id: int, num_partitions: int, 
         str(data_dir),
         encoder,
     )
+    rehearsal = rehearsal_of(config)
+    if rehearsal is not None:  # kept out of the real partitions' identity, so their folders keep their names
+        identity += (rehearsal,)
     key = hashlib.sha256(repr(identity).encode()).hexdigest()[:20]
     return cache_dir / PARTITIONS_DIR / f"{config.dataset}-{key}" / f"partition-{partition_id}-of-{num_partitions}"
 
@@ -106,15 +113,19 @@ def _build(config: RunConfig, partition_id: int, num_partitions: int, own_data_d
     from tasks.registry import EMBEDDED, listed_samples, load_task_data
 
     task, seed, cache_dir = config.task, config.seed, config.resolved_path("cache_dir")
-    if own_data_dir is not None and config.dataset in EMBEDDED:
+    rehearsal = rehearsal_of(config)
+    if own_data_dir is not None and (config.dataset in EMBEDDED or rehearsal is not None):
+        generated, other_run = (
+            ("generated for the rehearsal", "rehearsal=false") if rehearsal else ("generated", "a real dataset")
+        )
         raise ValueError(
-            f"node config {NODE_DATA_DIR}='{own_data_dir}', but dataset={config.dataset!r} is generated, not read "
-            f"from files: remove {NODE_DATA_DIR} from the node config, or run a real dataset"
+            f"node config {NODE_DATA_DIR}='{own_data_dir}', but dataset={config.dataset!r} is {generated}, not read "
+            f"from files: remove {NODE_DATA_DIR} from the node config, or run {other_run}"
         )
     if own_data_dir is not None:
         own = load_task_data(config.dataset, seed, own_data_dir, cache_dir, task).train
-    elif config.dataset in EMBEDDED:  # generated from the seed: nothing to decode
-        train = load_task_data(config.dataset, seed, task=task).train
+    elif config.dataset in EMBEDDED or rehearsal is not None:  # generated from the seed: nothing to decode
+        train = load_task_data(config.dataset, seed, task=task, rehearsal=rehearsal).train
         own = train.subset(_rows(config, train.labels, num_partitions)[partition_id])
     else:
         samples = listed_samples(config.dataset, config.resolved_path("data_dir"))["train"]
@@ -149,14 +160,27 @@ def _save(own: SplitData, folder: Path) -> None:
     with atomic_folder(folder, replace=True) as partial:
         columns = {}
         for name, column in own.inputs.items():
-            if isinstance(column, DiskColumn):  # decoded already, on this disk: reference it, never copy it
+            if isinstance(column, DiskColumn) and hasattr(column.array, "filename"):
+                # decoded already, on this disk: reference it, never copy it
                 np.save(partial / f"{name}.rows.npy", column.rows)
                 columns[name] = {"file": str(Path(column.array.filename).resolve()), "rows": f"{name}.rows.npy"}
+            elif isinstance(column, DiskColumn):  # generated (a rehearsal): the partition's rows, as decoding writes
+                _write_rows(column, partial / f"{name}.npy")
+                columns[name] = {"file": f"{name}.npy"}
             else:
                 np.save(partial / f"{name}.npy", column.numpy())
                 columns[name] = {"file": f"{name}.npy"}
         np.save(partial / LABELS_FILE, own.labels.numpy())
         (partial / MANIFEST).write_text(json.dumps({"format": FORMAT, "samples": len(own), "columns": columns}))
+
+
+def _write_rows(column: DiskColumn, path: Path) -> None:
+    """Write a column's rows into a .npy file a few at a time, never holding the whole column."""
+    target = np.lib.format.open_memmap(path, mode="w+", dtype=column.array.dtype, shape=column.shape)
+    for start in range(0, len(column), WRITE_ROWS):
+        rows = np.arange(start, min(start + WRITE_ROWS, len(column)))
+        target[rows] = column.take(rows).numpy()
+    target.flush()
 
 
 def _load(folder: Path, config: RunConfig) -> SplitData:

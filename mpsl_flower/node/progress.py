@@ -41,7 +41,7 @@ from mpsl_flower.split.optimizer import epoch_lr
 from mpsl_flower.split.schedule import step_batch
 from tasks.data import SplitData
 
-PENDING_KEYS = (wire.EPOCH, wire.STEP_INDEX, wire.CLIENT_BATCH_SIZE)
+PENDING_KEYS = (wire.EPOCH, wire.STEP_INDEX, wire.CLIENT_BATCH_SIZE, wire.BATCH_INDEX)
 PHASES = {wire.FORWARD: 0, wire.LOSS_GRAD: 1, wire.END_EPOCH: 2}  # a step's messages, in order
 END_OF_EPOCH = 1 << 30  # the step index of end_epoch: after every step of its epoch
 
@@ -148,7 +148,7 @@ def save_client(context: Context, config: RunConfig, client: ClientSide, record:
 
 
 def step_samples(data: SplitData, config: RunConfig, context: Context, step: dict) -> SplitData:
-    """The samples of `step` (epoch, step, client-batch-size), re-derived from the seed."""
+    """The samples of `step` (epoch, step, client-batch-size, batch index), re-derived from the seed."""
     return step_batch(
         data,
         step[wire.CLIENT_BATCH_SIZE],
@@ -156,6 +156,7 @@ def step_samples(data: SplitData, config: RunConfig, context: Context, step: dic
         partition_id(context),
         step[wire.EPOCH],
         step[wire.STEP_INDEX],
+        step[wire.BATCH_INDEX],
     )
 
 

@@ -13,6 +13,12 @@ kept too, so a message that Flower retries with the previous `context.state` sti
 state. In simulation all actors share the machine's disk; on a multi-machine Ray cluster,
 point `client-state-dir` at a folder every machine shares.
 
+Where the state is: a node's message that runs where its store is not (another machine of a Ray
+cluster, a folder emptied mid-run) is refused (`ClientStateElsewhere`, `check_store_here`) before
+it reads or writes anything, never started again from scratch. Each store root holds a `store-id`
+file, a random id written once (`store_id`), so that a server can tell whether the machines of a
+Ray cluster see one folder or several (`store_location`).
+
 Resume: at the end of every epoch a node also writes a snapshot of its state (weights and Adam
 state, `after-epoch-<k>.npz`, the last two kept). A resumed run tells each node the epoch it
 restarts from, and a node with no state yet loads that snapshot. The snapshots stay on the
@@ -25,7 +31,10 @@ folder's name): delete that folder once the run is finished and will not be resu
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import socket
 import tempfile
 import uuid
 from pathlib import Path
@@ -42,11 +51,20 @@ class ClientStateMissing(RuntimeError):
     """The state file a node's `context.state` names is not in its store."""
 
 
+class ClientStateElsewhere(ClientStateMissing):
+    """The node's store is not in this process's `client-state-dir`: its earlier messages ran elsewhere."""
+
+
 class StaleMessage(RuntimeError):
     """The node already handled a later message: this one's context is out of date."""
 
 
 POSITION_FILE = "position.json"
+STORE_ID_FILE = "store-id"
+SHARED_FOLDER_FIX = (
+    "on a Ray cluster of several machines set client-state-dir to a folder every machine shares "
+    "(e.g. an NFS mount at the same path)"
+)
 
 
 def new_store_key(run_key: str) -> str:
@@ -80,8 +98,25 @@ def save_state(state_dir: str, store_key: str, revision: int, arrays: dict[str, 
 
 def load_state(state_dir: str, store_key: str, revision: int) -> dict[str, np.ndarray]:
     path = _path(store_folder(state_dir, store_key), revision)
-    fix = "on a multi-machine Ray cluster set client-state-dir to a folder every machine shares"
-    return _read(path, f"client state revision {revision}", fix)
+    return _read(path, f"client state revision {revision}", SHARED_FOLDER_FIX)
+
+
+def check_store_here(state_dir: str, store_key: str, last_position: tuple[int, ...]) -> None:
+    """Raise `ClientStateElsewhere` unless this `client-state-dir` holds the node's store as its last message
+    (at `last_position`, from its `context.state`) left it.
+
+    Every message records its position in the store (`claim_position`), so the store that handled the
+    node's last message has reached at least `last_position` (later: a retry, or a message refused as
+    stale). A store that has not is another one: another machine's folder, or one emptied since.
+    """
+    reached = _reached(state_dir, store_key)
+    if reached is None or reached < tuple(last_position):
+        seen = "has no record of this node" if reached is None else f"last saw this node at {reached}"
+        raise ClientStateElsewhere(
+            f"this node's client state is not in this client-state-dir: {store_folder(state_dir, store_key)} on "
+            f"host {socket.gethostname()} {seen}, but its last message (epoch, step, phase) {tuple(last_position)} "
+            f"ran where a folder held it (another machine's, or this one before it was emptied); {SHARED_FOLDER_FIX}"
+        )
 
 
 def claim_position(state_dir: str, store_key: str, position: tuple[int, ...]) -> None:
@@ -100,16 +135,20 @@ def claim_position(state_dir: str, store_key: str, position: tuple[int, ...]) ->
 
 def check_position(state_dir: str, store_key: str, position: tuple[int, ...]) -> None:
     """Raise `StaleMessage` when the node has handled a message later than `position`."""
-    path = store_folder(state_dir, store_key) / POSITION_FILE
-    try:
-        reached = tuple(json.loads(path.read_text()))
-    except FileNotFoundError:
-        return
-    if reached > tuple(position):
+    reached = _reached(state_dir, store_key)
+    if reached is not None and reached > tuple(position):
         raise StaleMessage(
             f"message at (epoch, step, phase) {tuple(position)} arrived after the node handled {reached}: "
             "refused, so its out-of-date state is not kept (it was answered too late, e.g. past step-timeout-s)"
         )
+
+
+def _reached(state_dir: str, store_key: str) -> tuple[int, ...] | None:
+    """The position of the latest message this store handled for the node, or None (none here)."""
+    try:
+        return tuple(json.loads((store_folder(state_dir, store_key) / POSITION_FILE).read_text()))
+    except FileNotFoundError:
+        return None
 
 
 def _snapshot_path(state_dir: str, run_key: str, partition: int, epochs_done: int) -> Path:
@@ -142,6 +181,28 @@ def load_snapshot(state_dir: str, run_key: str, partition: int, epochs_done: int
         "finished that epoch; without it this client cannot rejoin"
     )
     return _read(path, f"the snapshot of partition {partition} after epoch {epochs_done}", fix)
+
+
+def store_id(state_dir: str) -> str:
+    """The random id of this store root, written once by the first process that asks: a hard link publishes it
+    complete, and fails for all but one of the processes (of one machine or of several sharing the folder)
+    that write theirs at the same time."""
+    path = store_root(state_dir) / STORE_ID_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mine = path.with_name(f".{STORE_ID_FILE}.{uuid.uuid4().hex}")
+        try:
+            mine.write_text(uuid.uuid4().hex)
+            with contextlib.suppress(FileExistsError):
+                os.link(mine, path)
+        finally:
+            mine.unlink(missing_ok=True)
+    return path.read_text().strip()
+
+
+def store_location(state_dir: str) -> tuple[str, str, str]:
+    """(store id, host name, store root) of `client-state-dir` as this process sees it."""
+    return store_id(state_dir), socket.gethostname(), str(store_root(state_dir))
 
 
 def _write_kept(path: Path, arrays: dict[str, np.ndarray], pattern: str, number: int) -> None:

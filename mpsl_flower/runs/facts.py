@@ -17,7 +17,7 @@ from torch import nn
 from mpsl_flower.config import RunConfig
 from mpsl_flower.models.full_model import FullModel
 from mpsl_flower.split.model_inputs import load_inputs, text_encoder_used
-from mpsl_flower.split.schedule import steps_per_epoch
+from mpsl_flower.split.schedule import StepSchedule
 from tasks.audio import FBANK_MEAN, FBANK_STD
 from tasks.preprocess import truncated_images
 from tasks.spec import PIXEL_NORMALISATIONS, RETRIEVAL, RandomAudioPlacement, RandomMoment
@@ -42,7 +42,7 @@ def run_info(
         "partition_sizes": partition_sizes,
         "partition_label_counts": label_counts,
         "client_batch_size": client_batch_size,
-        "steps_per_epoch": steps_per_epoch(list(partition_sizes.values()), client_batch_size),
+        "steps_per_epoch": StepSchedule(config, partition_sizes).num_steps,
         "device": str(device),
         **model_facts(config, model.client, model.server),
         "preprocessing": preprocessing_facts(config),

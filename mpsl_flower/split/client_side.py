@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from mpsl_flower.config import RunConfig
-from mpsl_flower.models.factory import new_client_model
+from mpsl_flower.models.factory import client_device, new_client_model
 from mpsl_flower.models.tokenizers import ClientModel
 from mpsl_flower.models.trainable import (
     load_optimizer_arrays,
@@ -18,24 +18,32 @@ from mpsl_flower.split.optimizer import new_optimizer, set_lr
 from tasks.objectives import loss_sum_and_correct
 
 OPTIMIZER_PREFIX = "optimizer."
+CPU = torch.device("cpu")
 
 
 class ClientSide:
-    """A client's tokenizers and its own Adam optimizer.
+    """A client's tokenizers and its own Adam optimizer, on the client's device.
 
     The forward pass is recomputed when the cut-layer gradient arrives instead of keeping the
     autograd graph: under Flower the client process need not survive between two messages,
     and re-running light tokenizers costs less than any way of keeping the graph.
+
+    Tensors go in and come out on the CPU, as messages carry them; the weights, the Adam state and
+    the computation stay on `device`.
     """
 
-    def __init__(self, model: ClientModel, lr: float) -> None:
-        self.model = model
-        self.optimizer = new_optimizer(model, lr)
+    def __init__(self, model: ClientModel, lr: float, device: torch.device = CPU) -> None:
+        self.device = device
+        self.model = model.to(device)
+        self.optimizer = new_optimizer(self.model, lr)
+
+    def _here(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {name: tensor.to(self.device) for name, tensor in tensors.items()}
 
     @torch.no_grad()
     def smashed(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The activations sent to the server (one tensor per stream)."""
-        return self.model(inputs)
+        return {name: stream.cpu() for name, stream in self.model(self._here(inputs)).items()}
 
     def head_gradient(
         self, objective: str, outputs: torch.Tensor, labels: torch.Tensor, total_batch: int, lr: float
@@ -47,15 +55,16 @@ class ClientSide:
         per-parameter state and skips parameters without a gradient, so two partial steps equal one.
         """
         self.optimizer.zero_grad(set_to_none=True)
-        result = loss_gradient(objective, outputs, labels, total_batch, self.model.head)
+        outputs, labels = outputs.to(self.device), labels.to(self.device)
+        grad, loss_sum, correct = loss_gradient(objective, outputs, labels, total_batch, self.model.head)
         set_lr(self.optimizer, lr)
         self.optimizer.step()
-        return result
+        return grad.cpu(), loss_sum, correct
 
     def apply_cut_grad(self, inputs: dict[str, torch.Tensor], cut_grad: dict[str, torch.Tensor], lr: float) -> None:
         """Back-propagate the server's gradient at the cut layer and take one optimizer step."""
         self.optimizer.zero_grad(set_to_none=True)
-        streams = self.model(inputs)
+        streams, cut_grad = self.model(self._here(inputs)), self._here(cut_grad)
         torch.autograd.backward([streams[name] for name in cut_grad], [cut_grad[name] for name in cut_grad])
         set_lr(self.optimizer, lr)
         self.optimizer.step()
@@ -73,9 +82,10 @@ class ClientSide:
         load_optimizer_arrays(self.optimizer, optimizer)
 
 
-def new_client_side(config: RunConfig, pretrained: bool = True) -> ClientSide:
-    """A client's side at the start of a run (`pretrained=False`: its weights are about to be replaced)."""
-    return ClientSide(new_client_model(config, pretrained), config.learning_rate)
+def new_client_side(config: RunConfig, pretrained: bool = True, device: torch.device | None = None) -> ClientSide:
+    """A client's side at the start of a run (`pretrained=False`: its weights are about to be replaced), on
+    `device` (default: this process's client device, `models.factory.client_device`)."""
+    return ClientSide(new_client_model(config, pretrained), config.learning_rate, device or client_device(config))
 
 
 def loss_gradient(

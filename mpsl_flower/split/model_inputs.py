@@ -6,7 +6,8 @@ per step. With `pre-processors-cache-dir` set, the features are stored in
 5 captions x 88k images would take ~1 GB in every worker otherwise); the key hashes the
 encoder's identity (model, weight file, tokenizer) and every text, so a change of any of
 them computes new features instead of reusing stale ones. Within a process the result is
-also kept in memory.
+also kept in memory. With `rehearsal=true` the data is generated in the real dataset's layout
+(`tasks.rehearsal`), and its generated texts go through the same text encoder.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from mpsl_flower.models.text_encoders import FrozenTextEncoder
 from tasks.atomic import atomic_folder
 from tasks.data import Column, DiskColumn, TaskData
 from tasks.registry import load_task_data
+from tasks.rehearsal import Rehearsal
 
 logger = logging.getLogger(__name__)
 TEXT_FEATURES_DIR = "text-features"
@@ -34,19 +36,33 @@ _in_memory: dict[tuple, TaskData] = {}
 
 def load_inputs(config: RunConfig) -> TaskData:
     """Train and test splits of the run's task, with a `text_feature` column when it has text."""
+    rehearsal = rehearsal_of(config)
     data = load_task_data(
-        config.dataset, config.seed, config.resolved_path("data_dir"), config.resolved_path("cache_dir"), config.task
+        config.dataset,
+        config.seed,
+        config.resolved_path("data_dir"),
+        config.resolved_path("cache_dir"),
+        config.task,
+        rehearsal,
     )
     if config.task.text is None:
         return data
     encoder = resolve_text_encoder(config)
-    key = (config.task, config.seed, config.data_dir, config.cache_dir, encoder.identity)
+    key = (config.task, config.seed, config.data_dir, config.cache_dir, encoder.identity, rehearsal)
     if key not in _in_memory:
         train, test = _text_features(config, encoder, data)
         _in_memory[key] = TaskData(
             train=data.train.with_inputs(text_feature=train), test=data.test.with_inputs(text_feature=test)
         )
     return _in_memory[key]
+
+
+def rehearsal_of(config: RunConfig) -> Rehearsal | None:
+    """The run's rehearsal (`rehearsal`, `rehearsal-train-samples`, `rehearsal-test-samples`; checked when the
+    config was parsed), None for real data."""
+    if not config.rehearsal:
+        return None
+    return Rehearsal(config.rehearsal_train_samples, config.rehearsal_test_samples)
 
 
 def text_encoder_used(config: RunConfig) -> str | None:

@@ -20,7 +20,7 @@ from mpsl_flower.split.client_side import loss_gradient, new_client_side
 from mpsl_flower.split.evaluation import evaluate, evaluation_draws
 from mpsl_flower.split.optimizer import epoch_lr
 from mpsl_flower.split.precision import transmitted
-from mpsl_flower.split.schedule import num_batches, step_batch, steps_per_epoch
+from mpsl_flower.split.schedule import StepSchedule, step_batch
 from mpsl_flower.split.server_side import new_server_side
 from tasks.data import SplitData, TaskData
 from tasks.partitioning import partition_rows
@@ -47,20 +47,20 @@ class InProcessRunner:
         self.partitions: list[SplitData] = [data.train.subset(r) for r in rows]
         self.clients = [new_client_side(config) for _ in range(num_clients)]
         self.server = new_server_side(config, device or resolve_device(config))
-        self.client_batch_size = config.client_batch_size(num_clients)
+        self.schedule = StepSchedule(config, {i: len(p) for i, p in enumerate(self.partitions)})
+        self.client_batch_size = self.schedule.client_batch_size
         self.aggregated_client_model = None
         shapes, output_shape = self.clients[0].model.stream_shapes(), self.server.model.output_shape
         self.bytes_per_sample = mpsl_bytes_per_sample(shapes, output_shape, config.activation_precision)
 
-    def batch(self, client: int, epoch: int, step: int) -> SplitData:
-        partition = self.partitions[client]
-        return step_batch(partition, self.client_batch_size, self.config.seed, client, epoch, step)
-
     def run_step(self, epoch: int, step: int, tally: EpochTally) -> None:
-        """One MPSL step over every client that still has data this epoch."""
-        m = self.client_batch_size
-        active = [i for i, p in enumerate(self.partitions) if step < num_batches(len(p), m)]
-        batches = [self.batch(i, epoch, step) for i in active]
+        """One MPSL step over the step's clients (`StepSchedule`), each with the mini-batch it names."""
+        takes = self.schedule.takes(epoch, step)
+        active = list(takes)
+        batches = [
+            step_batch(self.partitions[i], self.client_batch_size, self.config.seed, i, epoch, step, takes[i])
+            for i in active
+        ]
         lr = epoch_lr(self.config, epoch)
 
         started = time.perf_counter()
@@ -113,7 +113,7 @@ class InProcessRunner:
         tally = EpochTally()
         lr = epoch_lr(self.config, epoch)
         self.server.set_lr(lr)
-        for step in range(steps_per_epoch([len(p) for p in self.partitions], self.client_batch_size)):
+        for step in range(self.schedule.num_steps):
             self.run_step(epoch, step, tally)
         states = [trainable_arrays(client.model) for client in self.clients]
         model = averaged_client_model(self.config, states, [len(p) for p in self.partitions])

@@ -210,16 +210,25 @@ def running_superlink(tmp_path: Path, extra_env: dict | None = None) -> Iterator
 
 
 @contextlib.contextmanager
-def ray_cluster() -> Iterator[tuple[str, Path]]:
-    """A one-node Ray cluster on loopback (`ray start --head`), as README's 'Beyond one machine' starts it;
-    stopped by the PIDs of its processes, which carry a token of their own."""
+def ray_cluster(num_cpus: int = 4, node_temp_dirs: tuple[Path, ...] = ()) -> Iterator[tuple[str, Path]]:
+    """A Ray cluster on loopback (`ray start --head`), as README's 'Beyond one machine' starts it; stopped by the
+    PIDs of its processes, which carry a token of their own. With `node_temp_dirs`, one node per folder (the head
+    first), each with its own TMPDIR there, as separate machines have."""
     temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths must stay under 108 bytes
     port, token = free_port(), uuid.uuid4().hex
-    command = [str(BIN / "ray"), "start", "--head", f"--port={port}", "--num-cpus=4", f"--temp-dir={temp}"]
-    command += ["--include-dashboard=false", "--disable-usage-stats"]
-    started = subprocess.run(command, env={**os.environ, TOKEN_VAR: token}, capture_output=True, text=True, timeout=180)
+    head = ["--head", f"--port={port}", f"--temp-dir={temp}", "--include-dashboard=false"]
+    nodes = [(head, None)]
+    if node_temp_dirs:
+        nodes = [(head, node_temp_dirs[0])] + [([f"--address=127.0.0.1:{port}"], d) for d in node_temp_dirs[1:]]
     try:
-        assert started.returncode == 0, started.stdout + started.stderr
+        for options, node_temp in nodes:
+            env = {**os.environ, TOKEN_VAR: token}
+            if node_temp is not None:
+                node_temp.mkdir(parents=True, exist_ok=True)
+                env["TMPDIR"] = str(node_temp)
+            command = [str(BIN / "ray"), "start", *options, f"--num-cpus={num_cpus}", "--disable-usage-stats"]
+            started = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+            assert started.returncode == 0, started.stdout + started.stderr
         yield f"127.0.0.1:{port}", temp
     finally:
         for sig in (signal.SIGTERM, signal.SIGKILL):
