@@ -1,9 +1,9 @@
 """Server-step throughput: our `ServerSide` against a bare timm ViT on the same tensors, per precision.
 
     python bench/bench_server_step.py [--encoder-size vit-b16] [--finetune 6] [--batch 500] [--tokens 198]
-                                      [--steps 10] [--warmup 3] [--precisions fp32 bf16 bf16+compile]
+                                      [--steps 10] [--warmup 3] [--precisions fp32 bf16 bf16+compile] [--clients 10]
 
-(a) ours: `ServerSide.forward_staged` over the activations of 10 clients and `ServerSide.backward`
+(a) ours: `ServerSide.forward_staged` over the activations of `--clients` clients (10) and `ServerSide.backward`
 with their output gradients (one MPSL server step: encoder, readout, head, Adam step, cut-layer
 gradients back on the CPU); (b) bare: the same number of timm `Block`s (the last `--finetune`
 trained), the same readout and head, forward, cross-entropy, backward down to the input (MPSL
@@ -13,12 +13,12 @@ last 6 blocks, batch 500). Precisions: fp32 (TF32 matmuls on GPUs that have them
 autocast, bf16 autocast + torch.compile, and the last with the activations arriving in bfloat16
 (`activation-precision='bfloat16'`).
 
-Ours is timed as a strategy runs it: nine clients' activations are staged (`ServerSide.stage`:
+Ours is timed as a strategy runs it: all but one client's activations are staged (`ServerSide.stage`:
 page-locked host copy, non-blocking copy to the device on a side stream) while the server waits
 for the last reply, which this bench stands in for by waiting until their copies are done; the
 timed step starts with the last client's reply: its staging, the forward and the backward. It
 prints samples/s of ours, of ours copying every client in at the forward (unstaged), of the bare
-model, the ratio ours / bare, and how long staging the nine early clients takes: the time their
+model, the ratio ours / bare, and how long staging the early clients takes: the time their
 copies need to hide in, while the server waits for replies. It asserts nothing. Without a GPU it runs on the
 CPU at the sizes given (the test suite runs it tiny).
 
@@ -81,7 +81,8 @@ class BareViT(nn.Module):
         return self.head((encoded[:, 0] + encoded[:, -1]) / 2)
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a time taken next includes it."""
     if device.type == "cuda":
         torch.cuda.synchronize()
 
@@ -95,10 +96,10 @@ def _timed(step, steps: int, warmup: int, device: torch.device, before=None) -> 
         started = time.perf_counter()
         if before is not None:
             before()
-        _sync(device)
+        synchronize(device)
         ready = time.perf_counter()
         step()
-        _sync(device)
+        synchronize(device)
         if index >= warmup:
             spent, ahead = spent + time.perf_counter() - ready, ahead + ready - started
     return spent / steps, ahead / steps
@@ -113,11 +114,11 @@ def ours_step_s(
     torch.manual_seed(0)
     model = ServerModel(task_of_shape(args.tokens), size, args.finetune, post_layer_norm=False)
     server = ServerSide(model, 1e-4, device, precision=precision, compile_model=compile_model)
-    per_client = args.batch // CLIENTS
+    per_client = args.batch // args.clients
     shape = (per_client, args.tokens, size.dim)
-    activations = [{FUSED_STREAM: torch.randn(shape).to(wire)} for _ in range(CLIENTS)]
-    grads = [torch.randn(per_client, NUM_CLASSES) / args.batch for _ in range(CLIENTS)]
-    *early, last = range(CLIENTS)
+    activations = [{FUSED_STREAM: torch.randn(shape).to(wire)} for _ in range(args.clients)]
+    grads = [torch.randn(per_client, NUM_CLASSES) / args.batch for _ in range(args.clients)]
+    *early, last = range(args.clients)
 
     def stage_early() -> None:
         for client in early:
@@ -126,7 +127,7 @@ def ours_step_s(
     def step() -> None:
         if staged:
             server.stage(last, activations[last])
-            server.forward_staged(list(range(CLIENTS)))
+            server.forward_staged(list(range(args.clients)))
         else:
             server.forward(activations)
         server.backward(grads)
@@ -163,12 +164,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=tuple(PRECISIONS))
+    parser.add_argument("--clients", type=int, default=CLIENTS, help="clients the batch is split over")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.set_float32_matmul_precision("high")  # TF32 where the GPU has it, for ours and the bare model alike
     name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
     print(f"{name}: {args.encoder_size}, last {args.finetune} blocks, batch {args.batch} x {args.tokens} tokens")
-    early = f"staging of {CLIENTS - 1} clients, ms"
+    early = f"staging of {args.clients - 1} clients, ms"
     print(f"| precision | ours samples/s | ours, unstaged | bare timm | ours / bare | {early} |")
     print("|---|---:|---:|---:|---:|---:|")
     rows = []
