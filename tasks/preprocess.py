@@ -83,7 +83,8 @@ def _cache_key(spec: TaskSpec, samples: list[Sample]) -> str:
     return digest.hexdigest()[:20]
 
 
-def _columns(spec: TaskSpec, count: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+def cached_columns(spec: TaskSpec, count: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """The cache's input columns for `count` samples: name -> (shape, dtype); a rehearsal generates the same."""
     augmentation, columns = spec.augmentation, {}
     if isinstance(augmentation, RandomMoment):
         moments, height, width = augmentation.moments, augmentation.stored_height, augmentation.stored_width
@@ -172,7 +173,8 @@ def build_split(spec: TaskSpec, samples: list[Sample], cache_root: Path, split: 
         logger.warning(
             "%s %s: %d samples skipped (listed in %s)", spec.name, split, done["skipped"], folder / SKIPPED_FILE
         )
-    inputs = {name: DiskColumn(np.load(folder / f"{name}.npy", mmap_mode="r")[:kept]) for name in _columns(spec, 0)}
+    names = cached_columns(spec, 0)
+    inputs = {name: DiskColumn(np.load(folder / f"{name}.npy", mmap_mode="r")[:kept]) for name in names}
     labels = torch.from_numpy(np.load(folder / "labels.npy"))
     texts = [tuple(t) for t in json.loads((folder / "texts.json").read_text())] if spec.text is not None else None
     return SplitData(inputs, labels, texts, step_view(spec.augmentation, spec.image, spec.audio, split == "train"))
@@ -182,7 +184,7 @@ def _build(spec: TaskSpec, samples: list[Sample], folder: Path, split: str) -> N
     with atomic_folder(folder) as partial:
         arrays = {
             name: np.lib.format.open_memmap(partial / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
-            for name, (shape, dtype) in _columns(spec, len(samples)).items()
+            for name, (shape, dtype) in cached_columns(spec, len(samples)).items()
         }
         labels, texts, skipped, truncated = [], [], [], []
         for sample in tqdm(samples, desc=f"preprocessing {spec.name} {split}", unit="sample", mininterval=2):

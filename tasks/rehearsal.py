@@ -31,7 +31,7 @@ import torch
 from tasks.audio import NUM_MEL_BINS, SAMPLE_RATE, waveform_to_fbank, window_samples
 from tasks.augment import WAVEFORM, WAVEFORM_LENGTH, step_view
 from tasks.data import DiskColumn, SplitData, TaskData
-from tasks.preprocess import _columns as cached_columns  # the real loader's column layout: the shapes agree
+from tasks.preprocess import cached_columns  # the real loader's column layout: the shapes agree
 from tasks.spec import CLASSIFICATION, TaskSpec
 
 # Train / test samples of each real dataset as its loader gives them (`rehearsal-*-samples=0` takes these).
