@@ -52,6 +52,10 @@ STREAMS = {"image": 0, "fbank": 1, WAVEFORM: 2}  # each column's own random choi
 LEVELS = (20, 128, 235)  # per channel: 27 band colours, apart even after +-20% brightness jitter
 PALETTE = np.array(list(itertools.product(LEVELS, repeat=3)), dtype=np.int16)
 MIN_BAND_SLOTS = 2
+# A small rehearsal draws its labels from fewer classes, so that every class has samples enough for a Dirichlet
+# split over many clients (COCO-QA's 430 classes over 40 samples leave most clients empty); the head keeps
+# every class. From 430 x 20 = 8,600 samples on, COCO-QA's rehearsal uses all its classes.
+SAMPLES_PER_DRAWN_CLASS = 20
 RETRIEVAL_CONCEPTS = 16 * len(PALETTE)  # 16 band heights x 27 colours: 432 images a caption can tell apart
 MOSAIC, BASE_IMAGES = 16, 8  # the images the bands are painted over: random mosaics of 16-pixel squares
 BASE_FBANKS = 4
@@ -108,7 +112,10 @@ class GeneratedArray:
 def rehearsal_data(task: TaskSpec, seed: int, rehearsal: Rehearsal) -> TaskData:
     """Train and test splits of `task` as its real loader stores them, generated from `seed`."""
     sizes = rehearsal.sizes(task.name)
-    return TaskData(*(_split(task, seed, split, sizes[split]) for split in SPLITS))
+    drawn = task.num_classes
+    if task.objective == CLASSIFICATION:  # both splits' labels from the classes the training split can hold
+        drawn = min(task.num_classes, max(2, sizes["train"] // SAMPLES_PER_DRAWN_CLASS))
+    return TaskData(*(_split(task, seed, split, sizes[split], drawn) for split in SPLITS))
 
 
 def concept_word(concept: int) -> str:
@@ -118,11 +125,11 @@ def concept_word(concept: int) -> str:
     return SYLLABLES[start] + ENDINGS[(turn + 31 * start) % len(ENDINGS)]
 
 
-def _split(task: TaskSpec, seed: int, split: str, size: int) -> SplitData:
+def _split(task: TaskSpec, seed: int, split: str, size: int, drawn_classes: int) -> SplitData:
     key = (seed, SPLITS.index(split))
     rng = np.random.default_rng(key)
     concepts_count = task.num_classes if task.objective == CLASSIFICATION else RETRIEVAL_CONCEPTS
-    concepts = rng.integers(0, concepts_count, size)
+    concepts = rng.integers(0, drawn_classes if task.objective == CLASSIFICATION else concepts_count, size)
     labels = concepts if task.objective == CLASSIFICATION else np.arange(size)
     makers = {
         "image": functools.partial(_image, key, concepts, concepts_count),

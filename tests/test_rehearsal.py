@@ -187,7 +187,7 @@ def _features(split: SplitData, modality: str) -> torch.Tensor:
     [
         ("ucf101", "image", 3),  # frames cropped, flipped and jittered
         ("ucf101", "fbank", 3),
-        ("meld", "fbank", 3),  # a clip placed in its window
+        ("meld", "fbank", 20),  # a clip placed in its window; 20 per class: every class drawn
         ("meld", "text", 10),  # a concept word among filler words
         ("coco-qa", "image", 2),  # 430 classes
     ],
@@ -202,6 +202,16 @@ def test_every_modality_carries_the_label(tmp_path, dataset, modality, per_class
     means = torch.stack([train[data.train.labels == label].mean(dim=0) for label in present])
     guessed = present[torch.cdist(test, means).argmin(dim=1)]
     assert (guessed == data.test.labels).float().mean() > 0.6  # chance: 1/7 at most
+
+
+def test_a_small_rehearsal_draws_its_labels_from_classes_that_a_federation_can_split(tmp_path):
+    """COCO-QA's 430 classes over 40 samples would leave most of 10 clients empty under the Dirichlet split."""
+    config = parse_run_config(_rehearsal_config(tmp_path, "coco-qa", train=40, test=30, **{"min-partition-size": 2}))
+    data = load_inputs(config)
+    assert set(data.test.labels.tolist()) <= set(data.train.labels.tolist()) == {0, 1}
+    assert all(len(client_partition(config, pid, 10)) >= 2 for pid in range(10))
+    large = load_task_data("coco-qa", 0, task=configured_task("coco-qa"), rehearsal=Rehearsal(8600, 10))
+    assert len(large.train.labels.unique()) > 400  # from 20 samples per class on, every class is drawn
 
 
 def test_training_on_a_rehearsal_raises_test_accuracy_above_chance(tmp_path):

@@ -1,0 +1,272 @@
+"""A rehearsal of a paper-sized MPSL run through the real `flwr run` path: step time and peak memory per process.
+
+    python bench/rehearse_vit_b16.py [--clients 10] [--batch-size 20] [--train-samples 40] [--test-samples 20]
+                                     [--dataset b-t4sa] [--encoder-size vit-b16] [--extra "key=value ..."] [--keep]
+    python bench/rehearse_vit_b16.py --devices 1 --dataset coco-qa --batch-size 50 --train-samples 50
+
+Simulation (the default): starts its own simulation SuperLink (own FLWR_HOME and free ports, through the test
+suite's process harness `tests/support/flwr_harness.py`, which stops everything it started by PID and fails on
+leftovers) and `flwr run`s the app with `--clients` simulated SuperNodes. `--devices N`: the README's secure
+Deployment Engine federation on loopback instead (TLS, SuperNode authentication, N SuperNode processes, each
+message in a fresh ClientApp process). Either way one epoch of a rehearsal (`rehearsal=true`: the task's exact
+shapes on generated data, random weights, no files needed). Every second it samples the resident memory (RSS, and
+PSS, which splits the pages processes share) of every process the run started, found by the harness's token in
+their environment, and the machine's load. It prints the run's status, its step time (from `metrics.jsonl`:
+`train_wall_s / steps`, and the server's and clients' compute), and per process role the peak of one process and
+of the role's sum.
+
+The simulation's default task is B-T4SA: its model inputs have COCO-QA's shapes (197 image tokens and one text
+token, early fusion), with 3 classes instead of 430. A 40-sample COCO-QA rehearsal cannot be split over 10 clients:
+flwr-datasets' Dirichlet partitioner (both split types) gives all of a class's samples to one client when the class
+has fewer samples than there are clients, and 40 samples over 430 classes leave most clients empty (it takes about
+1,000 samples, 80 steps at 2 samples per client, for every client to get some). One device holds the whole split,
+so `--devices 1` rehearses COCO-QA itself.
+
+Why a script: README's figures must be reproducible on any machine, and a ViT-B/16 step on a CPU takes tens of
+seconds, too slow for the test suite. Figures only; it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # the process harness of the `flwr run` tests
+
+from support.flwr_harness import (  # noqa: E402
+    TOKEN_VAR,
+    running_superlink,
+    secure_federation,
+    start_flwr_run,
+    wait_until_finished,
+)
+
+TIMELINE_MARKS = ("Starting MpslStrategy", "[MPSL] ", "[mpsl] done")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+SAMPLE_EVERY_S = 1.0
+RUN_TIMEOUT_S = 3600
+# (role, a string its command line holds), first match wins; Ray's workers name themselves `ray::<actor>`
+ROLES = (
+    ("flwr CLI (run, list)", "bin/flwr "),
+    ("SuperLink", "flower-superlink"),
+    ("SuperExec", "flower-superexec"),
+    ("simulation (ServerApp + Ray driver)", "flwr-simulation"),
+    ("ServerApp", "flwr-serverapp"),
+    ("SuperNode", "flower-supernode"),
+    ("ClientApp (one process per message)", "flwr-clientapp"),
+    ("Ray workers (ClientApp actors)", "ray::"),  # a worker renames itself once it holds an actor
+    ("Ray workers (ClientApp actors)", "default_worker.py"),
+    ("Ray services (raylet, GCS, monitors)", "ray"),
+)
+
+
+def role_of(command: str) -> str:
+    return next((role for role, marker in ROLES if marker in command), "other")
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as stream:
+            return stream.read()
+    except OSError:
+        return b""
+
+
+def _number(text: bytes, key: bytes) -> int:
+    """The number after `key` in a /proc file of `key: value` lines (`VmRSS:`, `PPid:`, `Pss:`), 0 if none."""
+    for line in text.splitlines():
+        if line.startswith(key):
+            return int(line.split()[1])
+    return 0
+
+
+@dataclass
+class MemorySampler:
+    """Samples, every second, the memory of the processes carrying `token` and the machine's load."""
+
+    token: str
+    peak_rss: dict[int, int] = field(default_factory=dict)  # pid -> KiB
+    peak_pss: dict[int, int] = field(default_factory=dict)
+    roles: dict[int, str] = field(default_factory=dict)
+    role_sum_rss: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # role -> peak of the sum, KiB
+    role_sum_pss: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    total_pss: int = 0
+    others: dict[int, str] = field(default_factory=dict)  # pid -> command line of processes of no known role
+    loads: list[float] = field(default_factory=list)
+    busy: list[float] = field(default_factory=list)  # share of both cores busy, machine-wide
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        marker = f"{TOKEN_VAR}={self.token}".encode()
+        previous = _cpu_times()
+        while not self._stop.wait(SAMPLE_EVERY_S):
+            rss, pss = defaultdict(int), defaultdict(int)
+            for name in os.listdir("/proc"):
+                if not name.isdigit() or int(name) == os.getpid():
+                    continue
+                if marker not in _read(f"/proc/{name}/environ").split(b"\0"):
+                    continue
+                pid, status = int(name), _read(f"/proc/{name}/status")
+                resident = _number(status, b"VmRSS:")
+                if not resident:  # a zombie, or gone
+                    continue
+                proportional = _number(_read(f"/proc/{name}/smaps_rollup"), b"Pss:")
+                command = _read(f"/proc/{name}/cmdline").replace(b"\0", b" ").decode(errors="replace")
+                if pid not in self.roles:
+                    parent = self.roles.get(_number(status, b"PPid:"), "")  # a SuperNode starts its own SuperExec
+                    self.roles[pid] = role_of(command) + (" (the SuperNode's)" if parent == "SuperNode" else "")
+                role = self.roles[pid]
+                if role == "other":
+                    self.others[pid] = command[:200]
+                self.peak_rss[pid] = max(self.peak_rss.get(pid, 0), resident)
+                self.peak_pss[pid] = max(self.peak_pss.get(pid, 0), proportional)
+                rss[role] += resident
+                pss[role] += proportional
+            for role in rss:
+                self.role_sum_rss[role] = max(self.role_sum_rss[role], rss[role])
+                self.role_sum_pss[role] = max(self.role_sum_pss[role], pss[role])
+            self.total_pss = max(self.total_pss, sum(pss.values()))
+            self.loads.append(float(_read("/proc/loadavg").split()[0]))
+            now = _cpu_times()
+            total, idle = now[0] - previous[0], now[1] - previous[1]
+            self.busy.append(1 - idle / total if total else 0.0)
+            previous = now
+
+    def table(self) -> str:
+        lines = [
+            "| process role | processes | peak RSS of one (MiB) | peak PSS of one (MiB) | peak PSS of all (MiB) |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        by_role = defaultdict(list)
+        for pid, role in self.roles.items():
+            by_role[role].append(pid)
+        for role, pids in sorted(by_role.items(), key=lambda item: -self.role_sum_pss[item[0]]):
+            one_rss = max(self.peak_rss[p] for p in pids) / 1024
+            one_pss = max(self.peak_pss[p] for p in pids) / 1024
+            lines.append(
+                f"| {role} | {len(pids)} | {one_rss:.0f} | {one_pss:.0f} | {self.role_sum_pss[role] / 1024:.0f} |"
+            )
+        lines.append(f"| all of them, at their peak together | | | | {self.total_pss / 1024:.0f} |")
+        lines += [f"other: {pid}: {command}" for pid, command in self.others.items()]
+        return "\n".join(lines)
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(all jiffies, idle + iowait jiffies) of the machine, from /proc/stat."""
+    fields = [int(v) for v in _read("/proc/stat").split(b"\n", 1)[0].split()[1:]]
+    return sum(fields), fields[3] + fields[4]
+
+
+def run_config(arguments: argparse.Namespace, work: Path) -> str:
+    """The rehearsal's run config; an even split of few samples (a near-even draw: some clients get one or two
+    fewer than the mean, so `min-partition-size` must not ask for the mean)."""
+    return (
+        f"dataset='{arguments.dataset}' rehearsal=true rehearsal-train-samples={arguments.train_samples} "
+        f"rehearsal-test-samples={arguments.test_samples} encoder-size='{arguments.encoder_size}' "
+        f"batch-size={arguments.batch_size} nr-of-epochs=1 dataset-split-type='iid' "
+        f"min-partition-size=1 eval-batch-size={arguments.test_samples} "
+        f"output-dir='{work / 'results'}' pre-processors-cache-dir='{work / 'cache'}' "
+        f"client-state-dir='{work / 'client-state'}' {arguments.extra}"
+    )
+
+
+def step_figures(work: Path) -> str:
+    folders = list((work / "results").glob("*/metrics.jsonl"))
+    if not folders:
+        return "no metrics.jsonl: the run finished no epoch (see the logs)"
+    record = json.loads(folders[0].read_text().splitlines()[-1])
+    steps = record["steps"]
+    return "\n".join(
+        [
+            f"steps: {steps}, dropped client steps: {record['dropped_client_steps']}",
+            f"step time: {record['train_wall_s'] / steps:.1f} s (train_wall_s {record['train_wall_s']:.1f} s)",
+            f"of it, server compute per step: {record['server_compute_s'] / steps:.1f} s; "
+            f"client compute per step, summed over clients: {record['client_compute_s'] / steps:.1f} s",
+            f"evaluation: {record['eval_s']:.1f} s; MB per step up/down: "
+            f"{record['bytes_up'] / steps / 1e6:.1f} / {record['bytes_down'] / steps / 1e6:.1f}",
+        ]
+    )
+
+
+@contextlib.contextmanager
+def federation(work: Path, devices: int) -> Iterator[dict]:
+    """The environment that points `flwr` at a SuperLink of our own: a simulation one (`devices` 0) or the
+    secure deployment with `devices` SuperNodes; everything started is stopped by PID on leaving."""
+    if devices:
+        with secure_federation(work, devices) as secure:
+            yield secure.env
+    else:
+        with running_superlink(work) as (env, _):
+            yield env
+
+
+def timeline(lines: list[tuple[float, str]]) -> str:
+    """When the run's milestones reached `flwr run --stream`, in seconds from its start: startup (model,
+    data, text features), discovery of the clients, every logged step, the epoch's end."""
+    marks = [(t, line) for t, line in lines if any(m in line for m in TIMELINE_MARKS)]
+    return "\n".join(f"{t:6.0f} s  {ANSI.sub('', line).strip()[:110]}" for t, line in marks)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=10, help="simulated SuperNodes")
+    parser.add_argument("--devices", type=int, default=0, help="SuperNode processes on the Deployment Engine")
+    parser.add_argument("--batch-size", type=int, default=20)
+    parser.add_argument("--train-samples", type=int, default=40)
+    parser.add_argument("--test-samples", type=int, default=20)
+    parser.add_argument("--dataset", default="b-t4sa")
+    parser.add_argument("--encoder-size", default="vit-b16")
+    parser.add_argument("--extra", default="", help='more run-config keys, e.g. "step-timeout-s=600"')
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, results)")
+    arguments = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="mpsl-rehearse-"))
+    config = run_config(arguments, work)
+    print(f"work folder {work}\nrun config: {config}", flush=True)
+    started = time.monotonic()
+    with federation(work, arguments.devices) as env, MemorySampler(env[TOKEN_VAR]) as sampler:
+        simulated = None if arguments.devices else arguments.clients
+        run = start_flwr_run(env, work / "flwr-run.log", config, num_supernodes=simulated)
+        returncode = run.wait(RUN_TIMEOUT_S)
+        statuses, _ = wait_until_finished(env)
+    print(f"flwr run exit {returncode}, run status {statuses}, {time.monotonic() - started:.0f} s in all")
+    print(timeline(run.lines))
+    print(step_figures(work))
+    print(sampler.table())
+    loads = sampler.loads or [0.0]
+    busy = sampler.busy or [0.0]
+    print(
+        f"machine during the run ({os.cpu_count()} cores): load average (1 min) mean {sum(loads) / len(loads):.2f}, "
+        f"max {max(loads):.2f}; cores busy {100 * sum(busy) / len(busy):.0f} % on average"
+    )
+    if arguments.keep or statuses != ["finished:completed"]:
+        print(f"logs kept in {work} (flwr-run.log; superlink.log, or logs/ for a deployment)")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
