@@ -40,7 +40,7 @@ def discover_clients(grid: Grid, timeout_s: float, wait_s: float | None = None) 
     started = time.monotonic()
     deadline = started + (timeout_s if wait_s is None else max(wait_s, timeout_s))
     known: dict[int, ClientInfo] = {}
-    refused: set[int] = set()
+    refused: dict[int, str] = {}  # node -> why it was left out
     expected = 0
     while True:
         asked = [n for n in grid.get_node_ids() if n not in known and n not in refused]
@@ -49,13 +49,13 @@ def discover_clients(grid: Grid, timeout_s: float, wait_s: float | None = None) 
             for node, reason in result.failures.items():
                 if not reason.startswith(NO_REPLY):
                     log(WARNING, "node %d left out: %s", node, reason)
-                    refused.add(node)
+                    refused[node] = reason
             for node, content in result.replies.items():
                 info = content.get(wire.INFO, {})
                 missing = [key for key in wire.INFO_METRICS if key not in info]
                 if missing:
-                    log(WARNING, "node %d left out: its partition info lacks %s", node, missing)
-                    refused.add(node)
+                    refused[node] = f"its partition info lacks {missing}"
+                    log(WARNING, "node %d left out: %s", node, refused[node])
                     continue
                 partition, facts = int(info[wire.PARTITION_ID]), content.get(wire.NODE, {})
                 if wire.DEVICE_PROBLEM in facts:
@@ -66,6 +66,11 @@ def discover_clients(grid: Grid, timeout_s: float, wait_s: float | None = None) 
         if expected and len(known) >= expected:
             break
         if time.monotonic() > deadline:
+            if not known and refused:
+                raise RuntimeError(
+                    f"no client could take part: {len(refused)} nodes answered with an error, the first: "
+                    f"{next(iter(refused.values()))}"
+                )
             if not known:
                 raise RuntimeError(
                     f"no client answered within {deadline - started:.0f} s: are SuperNodes connected? "

@@ -170,6 +170,23 @@ def test_a_run_whose_every_client_drops_out_of_every_step_stops_instead_of_repor
         run_strategy(parse_run_config({**fast_run_config, "batch-size": 200}), grid)
 
 
+def _refusing_client_app() -> ClientApp:
+    """A ClientApp whose every node fails to say which partition it holds."""
+    app = ClientApp()
+
+    @app.query(wire.action(wire.PARTITION_INFO))
+    def refuse(message: Message, context: Context) -> Message:
+        raise RuntimeError("simulated partition failure")
+
+    return app
+
+
+def test_discovery_where_every_node_refuses_names_the_first_reason(fast_run_config):
+    grid = InProcessGrid(_refusing_client_app(), 2, fast_run_config)
+    with pytest.raises(RuntimeError, match="2 nodes answered with an error, the first: .*simulated partition failure"):
+        discover_clients(grid, timeout_s=2, wait_s=2)
+
+
 def test_invalid_config_stops_the_run_before_any_training_message(fast_run_config):
     grid = InProcessGrid(client_module.app, NUM_CLIENTS, {**fast_run_config, "dataset": "mnist"})
     context = Context(
