@@ -126,11 +126,11 @@ def _build(config: RunConfig, partition_id: int, num_partitions: int, own_data_d
         own = load_task_data(config.dataset, seed, own_data_dir, cache_dir, task).train
     elif config.dataset in EMBEDDED or rehearsal is not None:  # generated from the seed: nothing to decode
         train = load_task_data(config.dataset, seed, task=task, rehearsal=rehearsal).train
-        own = train.subset(_rows(config, train.labels, num_partitions)[partition_id])
+        own = train.subset(partition_rows_of(config, train.labels, num_partitions)[partition_id])
     else:
         samples = listed_samples(config.dataset, config.resolved_path("data_dir"))["train"]
         labels = torch.tensor([sample.label for sample in samples], dtype=torch.long)
-        rows = _rows(config, labels, num_partitions)[partition_id]
+        rows = partition_rows_of(config, labels, num_partitions)[partition_id]
         own = build_split(task, [samples[row] for row in rows], cache_dir, "train")
     if task.text is None:
         return own
@@ -139,8 +139,9 @@ def _build(config: RunConfig, partition_id: int, num_partitions: int, own_data_d
     return own.with_inputs(text_feature=encode_per_sample(encoder, own.texts))
 
 
-def _rows(config: RunConfig, labels: torch.Tensor, num_partitions: int) -> list[list[int]]:
-    """Every partition's rows, as `node.partitions` computes them, from the labels alone."""
+def partition_rows_of(config: RunConfig, labels: torch.Tensor, num_partitions: int) -> list[list[int]]:
+    """Every partition's rows under the run's split settings, from the training labels alone (all the
+    partitioner reads), so a device and the machine-wide data (`node.partitions`) split alike."""
     from tasks.partitioning import partition_rows
 
     index = SplitData({}, labels)

@@ -7,24 +7,14 @@ import functools
 import torch
 
 from mpsl_flower.config import RunConfig
-from mpsl_flower.node.device_partition import check_partition_id
+from mpsl_flower.node.device_partition import check_partition_id, partition_rows_of
 from mpsl_flower.split.model_inputs import load_inputs
 from tasks.data import SplitData
-from tasks.partitioning import partition_rows
 
 
 @functools.lru_cache(maxsize=4)
 def _all_partition_rows(config: RunConfig, num_partitions: int) -> list[list[int]]:
-    train = load_inputs(config).train
-    return partition_rows(
-        train,
-        config.task.num_classes,
-        config.split_type,
-        num_partitions,
-        config.dirichlet_alpha,
-        config.seed,
-        config.min_partition_size,
-    )
+    return partition_rows_of(config, load_inputs(config).train.labels, num_partitions)
 
 
 def client_partition(config: RunConfig, partition_id: int, num_partitions: int) -> SplitData:
