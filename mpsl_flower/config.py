@@ -188,6 +188,7 @@ class RunConfig:
     rehearsal: bool = field(default=False, metadata=_key("rehearsal"))
     rehearsal_train_samples: int = field(default=0, metadata=_key("rehearsal-train-samples", minimum=0))
     rehearsal_test_samples: int = field(default=0, metadata=_key("rehearsal-test-samples", minimum=0))
+    embedded_train_samples: int = field(default=0, metadata=_key("embedded-train-samples", minimum=0))
 
     @functools.cached_property
     def task(self) -> TaskSpec:
@@ -358,6 +359,7 @@ def parse_run_config(run_config: Mapping[str, object]) -> RunConfig:
         )
     _check_mpsl_keys(config)
     _check_rehearsal(config)
+    _check_embedded_size(config)
     if config.fraction_train > 1:
         raise ConfigError(f"fraction-train={config.fraction_train} must be in (0, 1]")
     if config.lr_gamma > 1:
@@ -406,6 +408,15 @@ def _check_mpsl_keys(config: RunConfig) -> None:
         raise ConfigError(
             f"label-attack-report=true scores attacks against class labels; {config.dataset} is a retrieval task "
             "whose pairs are in-batch positions, not labels: set label-attack-report=false"
+        )
+
+
+def _check_embedded_size(config: RunConfig) -> None:
+    """`embedded-train-samples` sizes a generated task; a real dataset's size is its files' (or its rehearsal's)."""
+    if config.embedded_train_samples and config.dataset not in EMBEDDED:
+        raise ConfigError(
+            f"embedded-train-samples={config.embedded_train_samples} sizes the embedded tasks; "
+            f"dataset={config.dataset!r} is not one: leave it at 0 (for a rehearsal use rehearsal-train-samples)"
         )
 
 

@@ -26,6 +26,7 @@ SHAPES = ("square", "circle", "triangle")
 IMAGE_SIZE = 32
 CELL = IMAGE_SIZE // 2
 TRAIN_SIZE, TEST_SIZE = 6000, 1500
+EXTRA_TRAIN_STREAM = 1  # `generate`: the seed's second stream, for training samples beyond TRAIN_SIZE
 
 QA_ANSWERS = tuple(COLORS) + SHAPES
 
@@ -117,8 +118,7 @@ def _av_sample(rng: np.random.Generator) -> dict:
 _GENERATORS = {SHAPES_QA.name: (SHAPES_QA, _qa_sample), SHAPES_AV.name: (SHAPES_AV, _av_sample)}
 
 
-def _split(make_sample, size: int, rng: np.random.Generator) -> SplitData:
-    samples = [make_sample(rng) for _ in range(size)]
+def _split(samples: list[dict]) -> SplitData:
     inputs = {
         key: torch.from_numpy(np.stack([np.asarray(sample[key]) for sample in samples]))
         for key in samples[0]
@@ -130,8 +130,17 @@ def _split(make_sample, size: int, rng: np.random.Generator) -> SplitData:
 
 
 @functools.lru_cache(maxsize=4)
-def generate(name: str, seed: int) -> TaskData:
-    """Build the train/test splits of an embedded task; the same seed gives the same data."""
+def generate(name: str, seed: int, train_samples: int = 0) -> TaskData:
+    """Build the train/test splits of an embedded task; the same seed gives the same data.
+
+    `train_samples` (0: `TRAIN_SIZE`) sizes the training split, e.g. for a federation of 1,000 clients.
+    Whatever it is, the test split and the first training samples are the default task's: samples
+    beyond `TRAIN_SIZE` come from a second stream of the seed, so a larger task only adds to it."""
     _, make_sample = _GENERATORS[name]
+    train_samples = train_samples or TRAIN_SIZE
     rng = np.random.default_rng(seed)
-    return TaskData(train=_split(make_sample, TRAIN_SIZE, rng), test=_split(make_sample, TEST_SIZE, rng))
+    train = [make_sample(rng) for _ in range(TRAIN_SIZE)][:train_samples]
+    test = [make_sample(rng) for _ in range(TEST_SIZE)]
+    more = np.random.default_rng([seed, EXTRA_TRAIN_STREAM])
+    train += [make_sample(more) for _ in range(train_samples - len(train))]
+    return TaskData(train=_split(train), test=_split(test))

@@ -67,12 +67,13 @@ def load_task_data(
     cache_dir: Path | None = None,
     task: TaskSpec | None = None,
     rehearsal: Rehearsal | None = None,
+    embedded_train_samples: int = 0,
 ) -> TaskData:
     """Train and test splits of task `name`, decoded as `task` says (default: the task as registered);
-    embedded tasks are generated from `seed`, and so is a real task's `rehearsal`, in its real layout
-    (no files read)."""
+    embedded tasks are generated from `seed` (`embedded_train_samples` training samples; 0: the default),
+    and so is a real task's `rehearsal`, in its real layout (no files read)."""
     if name in EMBEDDED:
-        return embedded.generate(name, seed)
+        return embedded.generate(name, seed, embedded_train_samples)
     if rehearsal is not None:
         return rehearsal_data(task or REAL_DATASETS[name].SPEC, seed, rehearsal)
     _require_data_dir(name, data_dir)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 
 import numpy as np
+import pytest
 import torch
 
+from mpsl_flower.config import ConfigError, parse_run_config
 from mpsl_flower.models.tokenizers import ClientModel
 from tasks import embedded
 from tasks.registry import TASKS, load_task_data
@@ -25,6 +27,24 @@ def test_splits_have_a_few_thousand_samples_and_every_class():
     data = load_task_data("shapes-qa", 2024)
     assert len(data.train) == embedded.TRAIN_SIZE and len(data.test) == embedded.TEST_SIZE
     assert set(data.train.labels.tolist()) == set(range(TASKS["shapes-qa"].num_classes))
+
+
+def test_embedded_train_samples_only_adds_to_or_cuts_the_default_task():
+    default = load_task_data("shapes-qa", 2024)
+    larger = load_task_data("shapes-qa", 2024, embedded_train_samples=embedded.TRAIN_SIZE + 300)
+    smaller = load_task_data("shapes-qa", 2024, embedded_train_samples=500)
+    assert len(larger.train) == embedded.TRAIN_SIZE + 300 and len(smaller.train) == 500
+    assert torch.equal(larger.train.inputs["image"][: embedded.TRAIN_SIZE], default.train.inputs["image"])
+    assert torch.equal(smaller.train.labels, default.train.labels[:500])
+    assert torch.equal(larger.test.inputs["image"], default.test.inputs["image"])  # the test split never moves
+    added = larger.train.inputs["image"][embedded.TRAIN_SIZE :]
+    assert not any(torch.equal(added[0], image) for image in default.train.inputs["image"][:300])
+
+
+def test_embedded_train_samples_is_refused_for_a_real_dataset():
+    with pytest.raises(ConfigError, match="embedded-train-samples=100 sizes the embedded tasks"):
+        parse_run_config({"dataset": "coco-qa", "embedded-train-samples": 100})
+    assert parse_run_config({"embedded-train-samples": 100}).embedded_train_samples == 100
 
 
 def _text_only_accuracy(data) -> float:

@@ -11,6 +11,7 @@ from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Result, Strategy
 
+from mpsl_flower.app.dispatch_index import index_dispatch
 from mpsl_flower.config import RunConfig, parse_run_config, task_defaults
 from mpsl_flower.logs import show_project_logs
 from mpsl_flower.models.factory import resolve_device
@@ -38,6 +39,7 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     config = parse_run_config(context.run_config)
     log_task_defaults(config, context.run_config)
+    index_dispatch(grid)
     train(config, grid, run_label=str(grid.run.run_id))
 
 

@@ -101,6 +101,8 @@ def partition_folder(config: RunConfig, partition_id: int, num_partitions: int, 
     rehearsal = rehearsal_of(config)
     if rehearsal is not None:  # kept out of the real partitions' identity, so their folders keep their names
         identity += (rehearsal,)
+    if config.embedded_train_samples:  # likewise: the default task's folders keep theirs
+        identity += (("embedded-train-samples", config.embedded_train_samples),)
     key = hashlib.sha256(repr(identity).encode()).hexdigest()[:20]
     return cache_dir / PARTITIONS_DIR / f"{config.dataset}-{key}" / f"partition-{partition_id}-of-{num_partitions}"
 
@@ -125,7 +127,9 @@ def _build(config: RunConfig, partition_id: int, num_partitions: int, own_data_d
     if own_data_dir is not None:
         own = load_task_data(config.dataset, seed, own_data_dir, cache_dir, task).train
     elif config.dataset in EMBEDDED or rehearsal is not None:  # generated from the seed: nothing to decode
-        train = load_task_data(config.dataset, seed, task=task, rehearsal=rehearsal).train
+        train = load_task_data(
+            config.dataset, seed, task=task, rehearsal=rehearsal, embedded_train_samples=config.embedded_train_samples
+        ).train
         own = train.subset(partition_rows_of(config, train.labels, num_partitions)[partition_id])
     else:
         samples = listed_samples(config.dataset, config.resolved_path("data_dir"))["train"]

@@ -44,11 +44,12 @@ def load_inputs(config: RunConfig) -> TaskData:
         config.resolved_path("cache_dir"),
         config.task,
         rehearsal,
+        config.embedded_train_samples,
     )
     if config.task.text is None:
         return data
     encoder = resolve_text_encoder(config)
-    key = (config.task, config.seed, config.data_dir, config.cache_dir, encoder.identity, rehearsal)
+    key = (config.task, config.seed, config.data_dir, config.cache_dir, encoder.identity, rehearsal, len(data.train))
     if key not in _in_memory:
         train, test = _text_features(config, encoder, data)
         _in_memory[key] = TaskData(
