@@ -95,7 +95,7 @@ TASK_DEFAULT = "default"
 EMBEDDED_DEFAULTS = {
     "encoder-size": "tiny-default",
     "nr-of-last-encoder-blocks-to-finetune": 2,
-    "start-lr": 1e-3,
+    "start-lr": 1e-4,  # the paper's: fine-tuning from the embedded pretraining
     "nr-of-epochs": 6,
 }
 PAPER_DEFAULTS = {  # ViT-B/16 Meta-Transformer, last 6 blocks (at most the encoder's depth), as the original's runs
@@ -189,6 +189,9 @@ class RunConfig:
     rehearsal_train_samples: int = field(default=0, metadata=_key("rehearsal-train-samples", minimum=0))
     rehearsal_test_samples: int = field(default=0, metadata=_key("rehearsal-test-samples", minimum=0))
     embedded_train_samples: int = field(default=0, metadata=_key("embedded-train-samples", minimum=0))
+    # The embedded tasks' tiny-default encoder starts from weights pretrained on generated samples, as a paper run
+    # starts from CLIP's (`models.embedded_pretraining`); false: from random weights.
+    embedded_pretraining: bool = field(default=True, metadata=_key("embedded-pretraining"))
 
     @functools.cached_property
     def task(self) -> TaskSpec:

@@ -27,6 +27,7 @@ IMAGE_SIZE = 32
 CELL = IMAGE_SIZE // 2
 TRAIN_SIZE, TEST_SIZE = 6000, 1500
 EXTRA_TRAIN_STREAM = 1  # `generate`: the seed's second stream, for training samples beyond TRAIN_SIZE
+PRETRAINING_STREAM = 2  # `pretraining_split`: the seed's third stream, disjoint from every run's samples
 
 QA_ANSWERS = tuple(COLORS) + SHAPES
 
@@ -144,3 +145,13 @@ def generate(name: str, seed: int, train_samples: int = 0) -> TaskData:
     more = np.random.default_rng([seed, EXTRA_TRAIN_STREAM])
     train += [make_sample(more) for _ in range(train_samples - len(train))]
     return TaskData(train=_split(train), test=_split(test))
+
+
+def pretraining_split(name: str, seed: int, samples: int) -> SplitData:
+    """Samples of an embedded task for pretraining its encoder (`mpsl_flower.models.embedded_pretraining`).
+
+    They come from a stream of the seed of their own, so they are none of the samples a run trains or
+    tests on, as a pretrained encoder has not seen the fine-tuning data."""
+    _, make_sample = _GENERATORS[name]
+    rng = np.random.default_rng([seed, PRETRAINING_STREAM])
+    return _split([make_sample(rng) for _ in range(samples)])

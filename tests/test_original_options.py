@@ -90,7 +90,8 @@ def test_a_fusion_type_a_task_has_not_is_refused_with_its_choices(tmp_path):
     ],
 )
 def test_trainable_params_key_says_which_tokenizers_the_clients_train(key, trained):
-    client = new_client_model(parse_run_config({"dataset": "shapes-av", "trainable-params-key": key}))
+    settings = {"dataset": "shapes-av", "trainable-params-key": key, "embedded-pretraining": False}
+    client = new_client_model(parse_run_config(settings))
     parts = {name.split(".")[0] for name in trainable_arrays(client)}
     assert parts == trained | {"pre_norm"}  # the pre-LayerNorm always trains, as in the original
 

@@ -69,7 +69,7 @@ def measured_parts(config: RunConfig) -> tuple[list[Part], FlopCountAnalysis]:
     fvcore runs twice: on the model as built (timm's fused attention, which it counts as zero, as
     the original's tool does) and with attention unfused; the difference is each part's `attention`.
     """
-    model = new_full_model(config).eval()
+    model = new_full_model(dataclasses.replace(config, embedded_pretraining=False)).eval()  # counts need no weights
     inputs = example_inputs(config.task, batch=1, text_feature_dim=ENCODER_SIZES[config.encoder_size].dim)
     fused = _count(model, (inputs,)).by_module()
     analysis = _count(_without_fused_attention(model), (inputs,))

@@ -23,6 +23,7 @@ no time; parameter counts come from the real model built on PyTorch's meta devic
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -51,8 +52,8 @@ STORAGE_OVERHEAD = sys.getsizeof(torch.UntypedStorage(0))  # what `sys.getsizeof
 
 def trained_parameters(config: RunConfig) -> int:
     """Parameters a FedAvg client trains and sends, counted on the real model built without memory."""
-    with torch.device("meta"):
-        model = new_full_model(config)
+    with torch.device("meta"):  # no weights: nor the embedded pretraining, which would train on the meta device
+        model = new_full_model(dataclasses.replace(config, embedded_pretraining=False))
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
