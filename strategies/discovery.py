@@ -34,7 +34,8 @@ def discover_clients(grid: Grid, timeout_s: float, wait_s: float | None = None) 
     A node that does not answer within `timeout_s` (one query's wait) is asked again while `wait_s`
     (default: `timeout_s`) lasts: a device may still be starting, or building its data cache, and
     must not be left out of the whole run for that. Only a node that answers with an error or a
-    malformed reply is left out. Progress is logged after every round that leaves nodes waiting.
+    malformed reply is left out; when every node there is left out for one same reason, the run stops at
+    once with it. Progress is logged after every round that leaves nodes waiting.
     A node that cannot compute on the `device` asked for stops the run (`ConfigError`, its reason).
     """
     started = time.monotonic()
@@ -65,6 +66,11 @@ def discover_clients(grid: Grid, timeout_s: float, wait_s: float | None = None) 
                 expected = max(expected, int(info[wire.NUM_PARTITIONS]))
         if expected and len(known) >= expected:
             break
+        if not known and _all_refused_alike(grid, refused):
+            raise RuntimeError(
+                f"no client could take part: all {len(refused)} nodes answered with the same error: "
+                f"{next(iter(refused.values()))}"
+            )
         if time.monotonic() > deadline:
             if not known and refused:
                 raise RuntimeError(
@@ -89,3 +95,9 @@ def discover_clients(grid: Grid, timeout_s: float, wait_s: float | None = None) 
             )
         time.sleep(DISCOVERY_POLL_S)
     return sorted(known.values(), key=lambda c: c.partition_id)
+
+
+def _all_refused_alike(grid: Grid, refused: dict[int, str]) -> bool:
+    """Every node there is refused, for one reason: a problem of the run's config that waiting cannot mend
+    (a partition that cannot be drawn, a missing dataset), so the run stops now instead of at the deadline."""
+    return bool(refused) and set(grid.get_node_ids()) <= set(refused) and len(set(refused.values())) == 1
