@@ -2,7 +2,8 @@
 
 Runs the same MPSL epoch on the embedded task (default run config of pyproject.toml) (a) with
 every client in this process (`InProcessRunner`: no Flower, no Ray) and (b) under Flower's
-Simulation Engine with one SuperNode per client (`mpsl_flower.app.simulation.simulate`). In (b)
+Simulation Engine with one SuperNode per client (`mpsl_flower.app.simulation.simulate`), its message
+dispatch indexed per node as our ServerApp indexes it (`mpsl_flower.app.dispatch_index`). In (b)
 the bench's ServerApp first measures Flower's floor on the same nodes: two round trips with an
 empty payload (`query.ping`), which is what one MPSL step would cost if nobody computed
 anything; then it runs `MpslStrategy`; then it measures the floor again, now that every
@@ -37,6 +38,7 @@ from flwr.serverapp import Grid, ServerApp
 import strategies.exchange
 import strategies.mpsl
 from mpsl_flower import wire
+from mpsl_flower.app.dispatch_index import index_dispatch
 from mpsl_flower.app.server_app import start
 from mpsl_flower.app.simulation import APP_DIR, DEFAULT_CLIENT_RESOURCES, simulate
 from mpsl_flower.config import parse_run_config
@@ -130,8 +132,13 @@ def two_round_trips(grid: Grid, empty: dict, repeats: int, timeout_s: float) -> 
     return times
 
 
-def run_under_flower(overrides: dict, num_clients: int, pings: int, backend_config: dict) -> dict:
-    """Simulation with `num_clients` SuperNodes: ping floor, MPSL epochs, ping floor again."""
+def run_under_flower(
+    overrides: dict, num_clients: int, pings: int, backend_config: dict, unindexed_pings: int = 0
+) -> dict:
+    """Simulation with `num_clients` SuperNodes: ping floor, MPSL epochs, ping floor again.
+
+    The dispatch is indexed as our ServerApp indexes it (`mpsl_flower.app.dispatch_index`); `unindexed_pings`
+    repeats of the floor are measured first, with Flower's own dispatch, to show what the index saves."""
     found: dict = {}
     app = ServerApp()
 
@@ -143,6 +150,9 @@ def run_under_flower(overrides: dict, num_clients: int, pings: int, backend_conf
         empty = {node: RecordDict() for node in grid.get_node_ids()}
         exchange(grid, empty, wire.PING, config.step_timeout_s)  # wake every actor up
         found["cpus"] = ray.cluster_resources().get("CPU", 0)  # Ray is up once a reply came
+        if unindexed_pings:
+            found["floor_unindexed"] = two_round_trips(grid, empty, unindexed_pings, config.step_timeout_s)
+        found["indexed"] = index_dispatch(grid)
         found["floor"] = two_round_trips(grid, empty, pings, config.step_timeout_s)
         device = resolve_device(config)
         strategy = TimedStrategy(config, device)

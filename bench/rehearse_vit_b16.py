@@ -36,16 +36,14 @@ import re
 import shutil
 import sys
 import tempfile
-import threading
 import time
-from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the process harness of the `flwr run` tests
 
+from process_memory import MemorySampler  # noqa: E402
 from support.flwr_harness import (  # noqa: E402
     TOKEN_VAR,
     running_superlink,
@@ -54,131 +52,9 @@ from support.flwr_harness import (  # noqa: E402
     wait_until_finished,
 )
 
+RUN_TIMEOUT_S = 3600
 TIMELINE_MARKS = ("Starting MpslStrategy", "[MPSL] ", "[mpsl] done")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-SAMPLE_EVERY_S = 1.0
-RUN_TIMEOUT_S = 3600
-# (role, a string its command line holds), first match wins; Ray's workers name themselves `ray::<actor>`
-ROLES = (
-    ("flwr CLI (run, list)", "bin/flwr "),
-    ("SuperLink", "flower-superlink"),
-    ("SuperExec", "flower-superexec"),
-    ("simulation (ServerApp + Ray driver)", "flwr-simulation"),
-    ("ServerApp", "flwr-serverapp"),
-    ("SuperNode", "flower-supernode"),
-    ("ClientApp (one process per message)", "flwr-clientapp"),
-    ("Ray workers (ClientApp actors)", "ray::"),  # a worker renames itself once it holds an actor
-    ("Ray workers (ClientApp actors)", "default_worker.py"),
-    ("Ray services (raylet, GCS, monitors)", "ray"),
-)
-
-
-def role_of(command: str) -> str:
-    return next((role for role, marker in ROLES if marker in command), "other")
-
-
-def _read(path: str) -> bytes:
-    try:
-        with open(path, "rb") as stream:
-            return stream.read()
-    except OSError:
-        return b""
-
-
-def _number(text: bytes, key: bytes) -> int:
-    """The number after `key` in a /proc file of `key: value` lines (`VmRSS:`, `PPid:`, `Pss:`), 0 if none."""
-    for line in text.splitlines():
-        if line.startswith(key):
-            return int(line.split()[1])
-    return 0
-
-
-@dataclass
-class MemorySampler:
-    """Samples, every second, the memory of the processes carrying `token` and the machine's load."""
-
-    token: str
-    peak_rss: dict[int, int] = field(default_factory=dict)  # pid -> KiB
-    peak_pss: dict[int, int] = field(default_factory=dict)
-    roles: dict[int, str] = field(default_factory=dict)
-    role_sum_rss: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # role -> peak of the sum, KiB
-    role_sum_pss: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    total_pss: int = 0
-    others: dict[int, str] = field(default_factory=dict)  # pid -> command line of processes of no known role
-    loads: list[float] = field(default_factory=list)
-    busy: list[float] = field(default_factory=list)  # share of both cores busy, machine-wide
-
-    def __post_init__(self) -> None:
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def __enter__(self) -> MemorySampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _loop(self) -> None:
-        marker = f"{TOKEN_VAR}={self.token}".encode()
-        previous = _cpu_times()
-        while not self._stop.wait(SAMPLE_EVERY_S):
-            rss, pss = defaultdict(int), defaultdict(int)
-            for name in os.listdir("/proc"):
-                if not name.isdigit() or int(name) == os.getpid():
-                    continue
-                if marker not in _read(f"/proc/{name}/environ").split(b"\0"):
-                    continue
-                pid, status = int(name), _read(f"/proc/{name}/status")
-                resident = _number(status, b"VmRSS:")
-                if not resident:  # a zombie, or gone
-                    continue
-                proportional = _number(_read(f"/proc/{name}/smaps_rollup"), b"Pss:")
-                command = _read(f"/proc/{name}/cmdline").replace(b"\0", b" ").decode(errors="replace")
-                if pid not in self.roles:
-                    parent = self.roles.get(_number(status, b"PPid:"), "")  # a SuperNode starts its own SuperExec
-                    self.roles[pid] = role_of(command) + (" (the SuperNode's)" if parent == "SuperNode" else "")
-                role = self.roles[pid]
-                if role == "other":
-                    self.others[pid] = command[:200]
-                self.peak_rss[pid] = max(self.peak_rss.get(pid, 0), resident)
-                self.peak_pss[pid] = max(self.peak_pss.get(pid, 0), proportional)
-                rss[role] += resident
-                pss[role] += proportional
-            for role in rss:
-                self.role_sum_rss[role] = max(self.role_sum_rss[role], rss[role])
-                self.role_sum_pss[role] = max(self.role_sum_pss[role], pss[role])
-            self.total_pss = max(self.total_pss, sum(pss.values()))
-            self.loads.append(float(_read("/proc/loadavg").split()[0]))
-            now = _cpu_times()
-            total, idle = now[0] - previous[0], now[1] - previous[1]
-            self.busy.append(1 - idle / total if total else 0.0)
-            previous = now
-
-    def table(self) -> str:
-        lines = [
-            "| process role | processes | peak RSS of one (MiB) | peak PSS of one (MiB) | peak PSS of all (MiB) |",
-            "|---|---:|---:|---:|---:|",
-        ]
-        by_role = defaultdict(list)
-        for pid, role in self.roles.items():
-            by_role[role].append(pid)
-        for role, pids in sorted(by_role.items(), key=lambda item: -self.role_sum_pss[item[0]]):
-            one_rss = max(self.peak_rss[p] for p in pids) / 1024
-            one_pss = max(self.peak_pss[p] for p in pids) / 1024
-            lines.append(
-                f"| {role} | {len(pids)} | {one_rss:.0f} | {one_pss:.0f} | {self.role_sum_pss[role] / 1024:.0f} |"
-            )
-        lines.append(f"| all of them, at their peak together | | | | {self.total_pss / 1024:.0f} |")
-        lines += [f"other: {pid}: {command}" for pid, command in self.others.items()]
-        return "\n".join(lines)
-
-
-def _cpu_times() -> tuple[int, int]:
-    """(all jiffies, idle + iowait jiffies) of the machine, from /proc/stat."""
-    fields = [int(v) for v in _read("/proc/stat").split(b"\n", 1)[0].split()[1:]]
-    return sum(fields), fields[3] + fields[4]
 
 
 def run_config(arguments: argparse.Namespace, work: Path) -> str:
@@ -247,7 +123,7 @@ def main() -> None:
     config = run_config(arguments, work)
     print(f"work folder {work}\nrun config: {config}", flush=True)
     started = time.monotonic()
-    with federation(work, arguments.devices) as env, MemorySampler(env[TOKEN_VAR]) as sampler:
+    with federation(work, arguments.devices) as env, MemorySampler(f"{TOKEN_VAR}={env[TOKEN_VAR]}") as sampler:
         simulated = None if arguments.devices else arguments.clients
         run = start_flwr_run(env, work / "flwr-run.log", config, num_supernodes=simulated)
         returncode = run.wait(RUN_TIMEOUT_S)
