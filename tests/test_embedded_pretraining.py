@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from mpsl_flower.config import parse_run_config
 from mpsl_flower.models import embedded_pretraining
-from mpsl_flower.models.factory import new_client_model, new_server_model
+from mpsl_flower.models.factory import new_client_model, new_full_model, new_server_model
 from mpsl_flower.models.full_model import FullModel
 from mpsl_flower.models.pretrained import client_initial_state
 from mpsl_flower.split.evaluation import evaluate
@@ -125,7 +125,7 @@ def test_the_pretraining_is_reproducible_and_depends_on_the_seed(small_recipe, t
     def weights(seed: int, folder: str) -> dict:
         _clear_caches()
         config = parse_run_config({"random-seed": seed, "pre-processors-cache-dir": str(tmp_path / folder)})
-        return embedded_pretraining.pretrained_state(config)[0]
+        return embedded_pretraining.pretrained_state(config, new_full_model)[0]
 
     first, again, other = weights(2024, "a"), weights(2024, "b"), weights(7, "c")
     assert first.keys() == again.keys() == other.keys()
@@ -136,12 +136,12 @@ def test_the_pretraining_is_reproducible_and_depends_on_the_seed(small_recipe, t
 
 def test_a_damaged_cache_is_trained_again_with_a_warning(small_recipe, tmp_path, caplog):
     config = parse_run_config({"pre-processors-cache-dir": str(tmp_path / "cache")})
-    trained, _ = embedded_pretraining.pretrained_state(config)
+    trained, _ = embedded_pretraining.pretrained_state(config, new_full_model)
     path = _cached_file(config)
     path.write_bytes(b"not a safetensors file")
     _clear_caches()
     with caplog.at_level(logging.WARNING, logger=embedded_pretraining.__name__):
-        again, source = embedded_pretraining.pretrained_state(config)
+        again, source = embedded_pretraining.pretrained_state(config, new_full_model)
     assert f"embedded pretraining cache {path} is unreadable" in caplog.text
     assert source == str(path) and all(torch.equal(trained[key], again[key]) for key in trained)
     assert load_file(str(path)).keys() == trained.keys()  # rebuilt in place
@@ -149,7 +149,7 @@ def test_a_damaged_cache_is_trained_again_with_a_warning(small_recipe, tmp_path,
 
 def test_without_a_cache_folder_it_trains_in_the_process(small_recipe):
     config = parse_run_config({"pre-processors-cache-dir": ""})
-    state, source = embedded_pretraining.pretrained_state(config)
+    state, source = embedded_pretraining.pretrained_state(config, new_full_model)
     assert state and "not cached" in source
 
 

@@ -12,6 +12,7 @@ import sys
 import torch
 
 from mpsl_flower.config import ENCODER_SIZES, RunConfig
+from mpsl_flower.models import embedded_pretraining
 from mpsl_flower.models.full_model import FullModel
 from mpsl_flower.models.pretrained import (
     initialise_client_model,
@@ -44,7 +45,10 @@ def new_client_model(config: RunConfig, pretrained: bool = True) -> ClientModel:
     frozen = [getattr(model, m) for m in ("image", "audio") if m not in config.trainable_tokenizers()]
     frozen = [tokenizer for tokenizer in frozen if tokenizer is not None]
     if pretrained or frozen:
-        model.weight_sources = initialise_client_model(model, config)
+        if embedded_pretraining.applies(config):
+            model.weight_sources = embedded_pretraining.initialise_client(model, config, new_full_model)
+        else:
+            model.weight_sources = initialise_client_model(model, config)
     for tokenizer in frozen:
         tokenizer.requires_grad_(False)  # `trainable-params-key`: it keeps its initial (pretrained) weights
     return model
@@ -74,7 +78,10 @@ def new_server_model(config: RunConfig) -> ServerModel:
         task_objective(config),
         head_on_client=config.head_on_client,
     )
-    model.weight_sources = initialise_server_model(model.encoder, model.post_norm, config)
+    if embedded_pretraining.applies(config):
+        model.weight_sources = embedded_pretraining.initialise_server(model, config, new_full_model)
+    else:
+        model.weight_sources = initialise_server_model(model.encoder, model.post_norm, config)
     return model
 
 

@@ -22,8 +22,9 @@ ViT-Ti/16 and ViT-S/16 get the CLIP token ids themselves as text features. A tas
 pre-LN and post-LN keep their default init even when the file is there (its encoder blocks still
 come from the file when no Meta-Transformer file is present, a fallback the original lacks).
 
-On the embedded tasks with `tiny-default` (`embedded-pretraining=true`, the default) no file is read: every part
-but the task head starts from weights pretrained here on generated samples (`models.embedded_pretraining`).
+On the embedded tasks with `tiny-default` (`embedded-pretraining=true`, the default) `models.factory` reads none of
+these: every part but the task head starts from weights pretrained here on generated samples
+(`models.embedded_pretraining`).
 
 A missing file is not an error: the part falls back as above, a warning names the file,
 the folder to put it in and where to get it, and the returned sources record it for the
@@ -44,7 +45,6 @@ from pathlib import Path
 import torch
 
 from mpsl_flower.config import CLIP_TEXT_WIDTH, ENCODER_SIZES, MINILM_WIDTH, ConfigError, RunConfig
-from mpsl_flower.models import embedded_pretraining
 from mpsl_flower.models.checkpoints import (
     ast_audio_tokenizer,
     hf_vit_as_open_clip,
@@ -160,7 +160,6 @@ AST_FILES = {
 
 logger = logging.getLogger(__name__)
 RANDOM = "random init"
-PRETRAINED_HERE = "embedded pretraining (`models.embedded_pretraining`: trained on generated samples no run sees)"
 NO_IMAGE_NORM = "default init (a task without images reads no vision checkpoint, as the original)"
 CLIP_B16_MAX_WIDTH = 768  # wider encoders get the original's ViT-L/14 text encoder
 # The original's ViT-Ti/16 and ViT-S/16 are narrower than CLIP's text feature: it feeds them the token ids.
@@ -209,11 +208,6 @@ def _warn_once(message: str) -> None:
 def client_initial_state(config: RunConfig) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Weights that replace the random init of the client model, and their sources by part."""
     size, task = ENCODER_SIZES[config.encoder_size], config.task
-    if embedded_pretraining.applies(config):
-        state, source = embedded_pretraining.client_part(config)
-        parts = [f"{m} tokenizer" for m in ("image", "audio") if getattr(task, m) is not None]
-        parts += ["pre-LayerNorm"] if config.pre_layer_norm else []
-        return state, {part: f"{PRETRAINED_HERE}: {source}" for part in parts}
     template = ClientModel(task, size.dim, size.patch, config.pre_layer_norm, config.audio_tokenizer == "ast")
     state, sources = {}, {}
     # only the extracted parts are kept; a task without images reads none (the original's MELD model)
@@ -256,13 +250,6 @@ def _norm_fallback(config: RunConfig) -> str:
 def initialise_server_model(encoder: Encoder, post_norm: torch.nn.Module, config: RunConfig) -> dict[str, str]:
     """Load the encoder blocks (and CLIP's `ln_post` when post-LN is on and the task has images, as the
     original); returns the sources."""
-    if embedded_pretraining.applies(config):
-        encoder.load_state_dict(embedded_pretraining.server_part(config, "encoder."))
-        sources = {"encoder": PRETRAINED_HERE}
-        if config.post_layer_norm:
-            post_norm.load_state_dict(embedded_pretraining.server_part(config, "post_norm."))
-            sources["post-LayerNorm"] = PRETRAINED_HERE
-        return sources
     sources = {}
     meta_path = _find(META_TRANSFORMER_FILES, config)
     post_from_clip = config.post_layer_norm and config.task.image is not None
