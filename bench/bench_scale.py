@@ -35,15 +35,7 @@ from pathlib import Path
 
 from bench_mpsl_step import DEFAULT_CLIENT_RESOURCES, run_under_flower
 from process_memory import MemorySampler
-from rehearse_vit_b16 import (  # the `flwr run` harness of the tests, through the rehearsal that uses it
-    RUN_TIMEOUT_S,
-    TOKEN_VAR,
-    federation,
-    start_flwr_run,
-    step_figures,
-    timeline,
-    wait_until_finished,
-)
+from rehearse_vit_b16 import measured_flwr_run  # the `flwr run` harness of the tests, with a sampler
 
 CLIENT_BATCH = 5  # the paper's samples per client per step (500 over 100 clients)
 GIB = 1024 * 1024  # KiB
@@ -98,16 +90,8 @@ def flwr_run_size(num_clients: int, samples_per_client: int) -> None:
     keys = {**job(num_clients, samples_per_client), **{key: str(folder) for key, folder in folders.items()}}
     run_config = " ".join(f"{key}={value!r}" for key, value in keys.items())
     print(f'\nflwr run with {num_clients} SuperNodes: --run-config "{run_config}"', flush=True)
-    started = time.monotonic()
     try:
-        with federation(work, 0) as env, MemorySampler(f"{TOKEN_VAR}={env[TOKEN_VAR]}") as sampler:
-            run = start_flwr_run(env, work / "flwr-run.log", run_config, num_supernodes=num_clients)
-            returncode = run.wait(RUN_TIMEOUT_S)
-            statuses, _ = wait_until_finished(env)
-        print(f"flwr run exit {returncode}, run status {statuses}, {time.monotonic() - started:.0f} s in all")
-        print(timeline(run.lines))
-        print(step_figures(work))
-        print(sampler.table())
+        measured_flwr_run(work, run_config, devices=0, num_supernodes=num_clients)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -107,6 +107,24 @@ def timeline(lines: list[tuple[float, str]]) -> str:
     return "\n".join(f"{t:6.0f} s  {ANSI.sub('', line).strip()[:110]}" for t, line in marks)
 
 
+def measured_flwr_run(
+    work: Path, run_config: str, devices: int, num_supernodes: int | None
+) -> tuple[MemorySampler, list[str]]:
+    """`flwr run` on a federation of its own in `work` (`devices` SuperNode processes, or `num_supernodes` simulated
+    ones), sampling the memory of every process it starts; print its status, timeline, step figures and memory.
+    Returns the sampler and the run's `flwr list` statuses."""
+    started = time.monotonic()
+    with federation(work, devices) as env, MemorySampler(f"{TOKEN_VAR}={env[TOKEN_VAR]}") as sampler:
+        run = start_flwr_run(env, work / "flwr-run.log", run_config, num_supernodes=num_supernodes)
+        returncode = run.wait(RUN_TIMEOUT_S)
+        statuses, _ = wait_until_finished(env)
+    print(f"flwr run exit {returncode}, run status {statuses}, {time.monotonic() - started:.0f} s in all")
+    print(timeline(run.lines))
+    print(step_figures(work))
+    print(sampler.table())
+    return sampler, statuses
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=10, help="simulated SuperNodes")
@@ -122,16 +140,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="mpsl-rehearse-"))
     config = run_config(arguments, work)
     print(f"work folder {work}\nrun config: {config}", flush=True)
-    started = time.monotonic()
-    with federation(work, arguments.devices) as env, MemorySampler(f"{TOKEN_VAR}={env[TOKEN_VAR]}") as sampler:
-        simulated = None if arguments.devices else arguments.clients
-        run = start_flwr_run(env, work / "flwr-run.log", config, num_supernodes=simulated)
-        returncode = run.wait(RUN_TIMEOUT_S)
-        statuses, _ = wait_until_finished(env)
-    print(f"flwr run exit {returncode}, run status {statuses}, {time.monotonic() - started:.0f} s in all")
-    print(timeline(run.lines))
-    print(step_figures(work))
-    print(sampler.table())
+    simulated = None if arguments.devices else arguments.clients
+    sampler, statuses = measured_flwr_run(work, config, arguments.devices, simulated)
     loads = sampler.loads or [0.0]
     busy = sampler.busy or [0.0]
     print(
