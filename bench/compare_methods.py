@@ -82,7 +82,7 @@ def print_seed_table(rows_by_seed: dict[int, list[dict]]) -> None:
         )
 
 
-def main() -> None:
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=3)
@@ -90,7 +90,14 @@ def main() -> None:
     parser.add_argument(
         "--seeds", nargs="+", type=int, default=[parse_run_config({}).seed], help="default: pyproject.toml's seed"
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if len(set(args.seeds)) < len(args.seeds):  # a repeated seed repeats a run and would count twice in the mean
+        parser.error(f"--seeds {' '.join(map(str, args.seeds))}: each seed once")
+    return args
+
+
+def main() -> None:
+    args = parse_arguments()
     rows_by_seed = {}
     for seed in args.seeds:
         overrides = {"nr-of-epochs": args.epochs, "random-seed": seed}
